@@ -1,0 +1,377 @@
+//! The `labs` command: the attendee's and facilitator's entry point to every lab.
+//! Errors end here as one readable message (anyhow); the library's errors are typed.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use labs::course::{Course, Status};
+use labs::log_sleuth::{self, generate::Difficulty, Reader};
+use labs::pg::{self, Backend, DockerEngine, ProviderConfig, Server};
+
+#[derive(Parser)]
+#[command(name = "labs", version, about = "Labs for 'Designing High-Throughput Event Sourcing Systems with PostgreSQL'")]
+struct Cli {
+    /// Where the PostgreSQL server comes from (default: auto, or LABS_PG).
+    #[arg(long, global = true, value_enum)]
+    pg: Option<Backend>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the activities, their minutes and what each lab needs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an activity's lab against a fresh PostgreSQL server.
+    Run {
+        /// Activity id, e.g. log-sleuth (see `labs list`).
+        lab: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check your exercise for an activity: fails until it is solved.
+    Check {
+        lab: String,
+        /// Check the reference solution instead of your exercise.
+        #[arg(long)]
+        solution: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this machine: toolchain, Docker or local PostgreSQL, and that a server starts.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Activity 1 tools: audit and generate event logs.
+    #[command(subcommand)]
+    Sleuth(Sleuth),
+}
+
+#[derive(Subcommand)]
+enum Sleuth {
+    /// Report duplicates, version gaps and conflicts, out-of-order versions and position regressions.
+    Audit {
+        /// JSON-lines event logs (fields: event_id, stream_id, version, position, type, recorded_at, data).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON object per finding, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a fresh incident log and its answer key: the same seed gives the same bytes.
+    Generate {
+        #[arg(long)]
+        seed: u64,
+        /// Directory to write incident.jsonl and answer-key.json into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "medium")]
+        difficulty: Difficulty,
+        /// Number of payments (four events each) instead of the difficulty's, e.g. 250000 for
+        /// a million-line log to benchmark the audit.
+        #[arg(long)]
+        payments: Option<usize>,
+        /// Overwrite files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Exit codes: 0 done, 1 failed (an error, or a check that did not pass), 2 bad usage (clap),
+/// 3 the activity has no lab or exercise yet, 130 interrupted.
+const EXIT_NOT_AVAILABLE: u8 = 3;
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Die quietly when stdout is closed early (`labs run --json | head`), like other Unix tools.
+    // SAFETY: resetting a signal disposition at startup, before any thread writes to stdout.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let course = Course::load();
+    match cli.command {
+        Command::List { json } => list(&course, json),
+        Command::Run { lab, json } => run(&course, &lab, json, cli.pg).await,
+        Command::Check { lab, solution, json } => check(&course, &lab, solution, json, cli.pg).await,
+        Command::Doctor { json } => doctor(cli.pg, json).await,
+        Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
+        Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => generate(seed, &out, difficulty, payments, force),
+    }
+}
+
+fn list(course: &Course, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&course.activities)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} ({} minutes)\n", course.course.title, course.course.session_minutes);
+    println!("{:>2}  {:<16} {:>4}  {:<6} {:<15} lab", "#", "id", "min", "status", "needs");
+    for a in &course.activities {
+        let needs = if a.needs.is_empty() {
+            "a server".to_string()
+        } else {
+            a.needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        let status = match a.status {
+            Status::Ready => "ready",
+            Status::Draft => "draft",
+        };
+        println!("{:>2}  {:<16} {:>4}  {:<6} {:<15} {}", a.number, a.id, a.minutes, status, needs, a.lab);
+    }
+    println!("\nRun one with `labs run <id>`; check your exercise with `labs check <id>`.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finds a ready activity, or explains why it cannot run.
+fn ready_activity<'a>(course: &'a Course, id: &str) -> Result<Option<&'a labs::course::Activity>> {
+    let Some(activity) = course.activity(id) else {
+        let ids: Vec<&str> = course.activities.iter().map(|a| a.id.as_str()).collect();
+        bail!("unknown activity '{id}'; the activities are: {}", ids.join(", "));
+    };
+    if activity.status == Status::Draft {
+        eprintln!("activity '{id}' is a draft: its lab is not written yet (see `labs list`)");
+        return Ok(None);
+    }
+    Ok(Some(activity))
+}
+
+/// Starts a server for a lab, printing progress, with the capabilities the activity needs.
+async fn start_server(backend: Option<Backend>, needs: &[pg::Capability]) -> Result<Server> {
+    let config = ProviderConfig::from_env(backend)?;
+    let started = Instant::now();
+    eprintln!("starting a fresh PostgreSQL ({} backend)...", config.backend);
+    let server = Server::start(&config, needs).await?;
+    eprintln!("server ready in {:.1} s: {}", started.elapsed().as_secs_f64(), server.describe());
+    Ok(server)
+}
+
+/// Runs `work` on a fresh server and always removes the server afterwards, also on Ctrl-C.
+async fn with_server<T>(
+    backend: Option<Backend>,
+    needs: &[pg::Capability],
+    work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
+) -> Result<Option<T>> {
+    let server = start_server(backend, needs).await?;
+    let outcome = tokio::select! {
+        result = work(&server) => Some(result),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    if let Err(e) = server.shutdown().await {
+        eprintln!("warning: the server was not removed cleanly: {e}");
+    }
+    match outcome {
+        Some(result) => result.map(Some),
+        None => {
+            eprintln!("interrupted: the server and its files are removed");
+            Ok(None)
+        }
+    }
+}
+
+async fn run(course: &Course, lab: &str, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    let Some(activity) = ready_activity(course, lab)? else { return Ok(ExitCode::from(EXIT_NOT_AVAILABLE)) };
+    let report = match activity.id.as_str() {
+        "log-sleuth" => {
+            with_server(backend, &activity.needs, async |server| {
+                Ok(log_sleuth::scenario::run(server, &[Reader::Naive, Reader::Watermark]).await?)
+            })
+            .await?
+        }
+        other => bail!("activity '{other}' is marked ready in course.toml but has no lab in this build"),
+    };
+    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    let Some(activity) = ready_activity(course, lab)? else { return Ok(ExitCode::from(EXIT_NOT_AVAILABLE)) };
+    let report = match activity.id.as_str() {
+        "log-sleuth" => {
+            let reader = if solution { Reader::Watermark } else { Reader::Exercise };
+            with_server(backend, &activity.needs, async |server| Ok(log_sleuth::scenario::check(server, reader).await?)).await?
+        }
+        other => {
+            eprintln!("activity '{other}' has no exercise");
+            return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
+        }
+    };
+    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn audit(files: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let show_progress = std::io::stderr().is_terminal();
+    for file in files {
+        let started = Instant::now();
+        let audit = log_sleuth::audit::audit_file(file, |lines| {
+            if show_progress {
+                eprint!("\r{}: {lines} lines read...", file.display());
+            }
+        })?;
+        if show_progress && audit.lines >= 100_000 {
+            eprintln!();
+        }
+        let name = file.display().to_string();
+        if json {
+            for f in &audit.findings {
+                let mut value = serde_json::to_value(f)?;
+                value.as_object_mut().expect("a finding is an object").insert("file".into(), name.clone().into());
+                println!("{}", serde_json::to_string(&value)?);
+            }
+            continue;
+        }
+        print!("{}", audit.to_text(&name));
+        eprintln!("{name}: audited in {:.2} s", started.elapsed().as_secs_f64());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(seed: u64, out: &PathBuf, difficulty: Difficulty, payments: Option<usize>, force: bool) -> Result<ExitCode> {
+    if payments == Some(0) {
+        bail!("--payments must be at least 1");
+    }
+    let incident = log_sleuth::generate::generate_sized(seed, difficulty, payments);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let log = out.join("incident.jsonl");
+    let key = out.join("answer-key.json");
+    for path in [&log, &key] {
+        if path.exists() && !force {
+            bail!("{} already exists; pass --force to overwrite it", path.display());
+        }
+    }
+    std::fs::write(&log, &incident.jsonl).with_context(|| format!("writing {}", log.display()))?;
+    std::fs::write(&key, serde_json::to_string_pretty(&incident.key)? + "\n").with_context(|| format!("writing {}", key.display()))?;
+    println!(
+        "wrote {} ({} lines) and {} ({} findings to discover); keep the key away from attendees",
+        log.display(),
+        incident.key.lines,
+        key.display(),
+        incident.key.findings.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct DoctorItem {
+    item: &'static str,
+    status: &'static str,
+    detail: String,
+}
+
+async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
+    let mut items = Vec::new();
+    let mut fixes = Vec::new();
+    let mut add = |item, status, detail: String| items.push(DoctorItem { item, status, detail });
+
+    let version = |cmd: &str| {
+        std::process::Command::new(cmd)
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match version("cargo") {
+        Some(v) => add("rust toolchain", "ok", v),
+        None => {
+            add("rust toolchain", "FAIL", "cargo not found".into());
+            fixes.push("install Rust with rustup (https://rustup.rs)".to_string());
+        }
+    }
+    let config = ProviderConfig::from_env(backend)?;
+    let docker = DockerEngine::detect().await;
+    match &docker {
+        Ok(engine) => {
+            add("docker engine", "ok", format!("{} at {}", engine.version().await.unwrap_or_default(), engine.socket().display()));
+            if engine.has_image(&config.image).await {
+                add("postgres image", "ok", format!("{} is present", config.image));
+            } else {
+                add("postgres image", "warn", format!("{} is not present", config.image));
+                fixes.push(format!("run `cargo xtask prepare` while online to get {} (or set LABS_PG_IMAGE)", config.image));
+            }
+        }
+        Err(e) => add("docker engine", "warn", e.clone()),
+    }
+    match pg::find_local_binaries() {
+        Ok(dir) => add("local postgres", "ok", version(&dir.join("postgres").to_string_lossy()).unwrap_or_else(|| dir.display().to_string())),
+        Err(e) => add("local postgres", "warn", e),
+    }
+    if let Some(url) = &config.database_url {
+        add("DATABASE_URL", "ok", format!("set ({} characters); used with --pg url", url.len()));
+    }
+
+    let started = Instant::now();
+    let trial = async {
+        let server = Server::start(&config, &[]).await?;
+        let client = server.connect().await?;
+        let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
+        let fsync: String = client.query_one("SHOW fsync", &[]).await?.get(0);
+        let described = server.describe();
+        drop(client);
+        server.shutdown().await?;
+        Ok::<_, anyhow::Error>((described, version, fsync))
+    };
+    let server_ok = match trial.await {
+        Ok((described, version, fsync)) => {
+            add("start a server", "ok", format!("PostgreSQL {version} in {:.1} s: {described}", started.elapsed().as_secs_f64()));
+            if fsync != "on" {
+                add("fsync", "FAIL", format!("fsync is {fsync}: durability labs would lie"));
+                fixes.push("use an image or server with fsync on (the default)".into());
+            }
+            true
+        }
+        Err(e) => {
+            add("start a server", "FAIL", format!("{e:#}"));
+            fixes.push("fix the first FAIL or warn above, then run `labs doctor` again".into());
+            false
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ready": server_ok, "items": items, "fixes": fixes }))?);
+    } else {
+        for i in &items {
+            println!("{:<5} {:<16} {}", i.status, i.item, i.detail);
+        }
+        if server_ok {
+            println!("\nready: the labs can run on this machine.");
+        } else {
+            println!("\nnot ready. To fix:");
+        }
+        for f in &fixes {
+            println!("  - {f}");
+        }
+    }
+    Ok(if server_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

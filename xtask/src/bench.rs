@@ -1,0 +1,113 @@
+//! `cargo xtask bench`: the benchmarks behind the issues' speed and memory targets, rerunnable
+//! in one go on a shared machine. Every figure is the median of several runs; compare runs made
+//! in the same invocation, not across machines.
+//!
+//! - `labs sleuth audit` on a generated log of one million lines: lines/s and peak memory
+//!   (target: at least 300,000 lines/s on one core, under 64 MiB).
+//! - `labs run log-sleuth` wall time including a fresh server, local and container backends
+//!   (targets: under 5 s and under 10 s with the image present).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, describe, run_command};
+
+/// Seed and size of the benchmark log: 250,000 payments of four events, plus planted anomalies.
+const SEED: &str = "7";
+const PAYMENTS: &str = "250000";
+
+pub fn run(root: &Path, runs: usize) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    run_command(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]))?;
+    let labs = root.join("target/release/labs");
+    let dir = root.join("target/bench");
+    let log = dir.join("million/incident.jsonl");
+    if !log.exists() {
+        run_command(Command::new(&labs).args(["sleuth", "generate", "--seed", SEED, "--payments", PAYMENTS, "--force", "--out"]).arg(dir.join("million")))?;
+    }
+    let lines = std::fs::read(&log).with_context(|| format!("reading {}", log.display()))?.iter().filter(|b| **b == b'\n').count();
+
+    let mut results = Vec::new();
+    let audit: Vec<Sample> = (0..runs).map(|_| measure(Command::new(&labs).args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
+    let audit_median = median(audit.iter().map(|s| s.wall));
+    let peak = audit.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
+    results.push(serde_json::json!({
+        "benchmark": "labs sleuth audit, 1M-line log",
+        "lines": lines,
+        "median_seconds": audit_median.as_secs_f64(),
+        "lines_per_second": (lines as f64 / audit_median.as_secs_f64()).round(),
+        "peak_memory_mib": (peak as f64 / 1024.0 * 10.0).round() / 10.0,
+        "runs": runs,
+    }));
+
+    for backend in ["local", "container"] {
+        let samples: Result<Vec<Sample>> =
+            (0..runs).map(|_| measure(Command::new(&labs).args(["run", "log-sleuth", "--pg", backend]))).collect();
+        match samples {
+            Ok(samples) => results.push(serde_json::json!({
+                "benchmark": format!("labs run log-sleuth --pg {backend} (fresh server included)"),
+                "median_seconds": median(samples.iter().map(|s| s.wall)).as_secs_f64(),
+                "runs": runs,
+            })),
+            Err(e) => results.push(serde_json::json!({
+                "benchmark": format!("labs run log-sleuth --pg {backend}"),
+                "skipped": format!("{e:#}"),
+            })),
+        }
+    }
+
+    println!("\n{:<62} {}", "benchmark", "result (median)");
+    for r in &results {
+        let name = r["benchmark"].as_str().unwrap_or_default();
+        let figure = if let Some(skipped) = r.get("skipped") {
+            format!("skipped: {}", skipped.as_str().unwrap_or_default().lines().next().unwrap_or_default())
+        } else if let Some(lps) = r.get("lines_per_second") {
+            format!("{:.2} s, {} lines/s, peak {} MiB", r["median_seconds"].as_f64().unwrap_or(0.0), lps, r["peak_memory_mib"])
+        } else {
+            format!("{:.2} s", r["median_seconds"].as_f64().unwrap_or(0.0))
+        };
+        println!("{name:<62} {figure}");
+    }
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("results.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("\nwritten to {}", crate::rel(root, &out));
+    Ok(())
+}
+
+struct Sample {
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// Runs a command to completion with its output discarded; wall time and the child's own peak RSS.
+fn measure(cmd: &mut Command) -> Result<Sample> {
+    println!("$ {}", describe(cmd));
+    let started = Instant::now();
+    // stderr goes to a file, not a pipe: a pipe nobody reads during the run could fill and block it.
+    let stderr_path = std::env::temp_dir().join(format!("xtask-bench-{}.stderr", std::process::id()));
+    let stderr_file = std::fs::File::create(&stderr_path)?;
+    let child = cmd.stdout(Stdio::null()).stderr(stderr_file).spawn().with_context(|| describe(cmd))?;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child's pid, which std has not waited for; rusage is plain data.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr_path);
+    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("`{}` failed: {}", describe(cmd), stderr.trim());
+    }
+    Ok(Sample { wall, max_rss_kib: usage.ru_maxrss })
+}
+
+fn median(values: impl Iterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = values.collect();
+    v.sort();
+    v[v.len() / 2]
+}

@@ -1,0 +1,338 @@
+//! `cargo xtask check`: the course's full test run. Each step runs even when an earlier one
+//! failed (unless it needs that one's output), so one run shows everything that is broken.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use labs::course::{Activity, Course, Status};
+use labs::pg::Backend;
+use mdbook::book::{parse_summary, SummaryItem};
+
+use crate::book::{self, Edition};
+use crate::{cargo, command_output, handouts, links, load_course, run_command, sql};
+
+enum Outcome {
+    Passed,
+    Skipped(String),
+}
+
+struct Row {
+    name: String,
+    result: Result<Outcome, String>,
+    seconds: f64,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+}
+
+impl Report {
+    /// Runs one step, announcing it; returns whether it passed.
+    fn step(&mut self, name: impl Into<String>, f: impl FnOnce() -> Result<Outcome>) -> bool {
+        let name = name.into();
+        println!("\n==> {name}");
+        let started = Instant::now();
+        let result = f().map_err(|e| format!("{e:#}"));
+        let seconds = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(Outcome::Passed) => println!("<== ok: {name} ({seconds:.1} s)"),
+            Ok(Outcome::Skipped(reason)) => println!("<== skipped: {name}: {reason}"),
+            Err(e) => println!("<== FAILED: {name}\n{e}"),
+        }
+        let passed = matches!(result, Ok(Outcome::Passed));
+        self.rows.push(Row { name, result, seconds });
+        passed
+    }
+
+    fn skip(&mut self, name: impl Into<String>, reason: &str) {
+        self.step(name, || Ok(Outcome::Skipped(reason.to_string())));
+    }
+
+    /// The table, then the verdict as the last line.
+    fn print_summary(&self) -> bool {
+        let width = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+        println!("\n{:width$}  {:8}  {:>7}", "step", "result", "seconds");
+        for row in &self.rows {
+            let (result, note) = match &row.result {
+                Ok(Outcome::Passed) => ("ok", String::new()),
+                Ok(Outcome::Skipped(reason)) => ("skipped", format!("  ({reason})")),
+                Err(_) => ("FAILED", String::new()),
+            };
+            println!("{:width$}  {result:8}  {:>7.1}{note}", row.name, row.seconds);
+        }
+        let passed = self.rows.iter().filter(|r| matches!(r.result, Ok(Outcome::Passed))).count();
+        let failed = self.rows.iter().filter(|r| r.result.is_err()).count();
+        let skipped = self.rows.len() - passed - failed;
+        if skipped > 0 {
+            println!("({skipped} skipped)");
+        }
+        println!("{passed} passed, {failed} failed");
+        failed == 0
+    }
+}
+
+pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
+    let mut report = Report::default();
+    let mut course: Option<Course> = None;
+    report.step("course.toml validates", || {
+        let loaded = load_course(root)?;
+        println!("{} activities, {} run sheet segments, {} minutes", loaded.activities.len(), loaded.segments.len(), loaded.course.session_minutes);
+        course = Some(loaded);
+        Ok(Outcome::Passed)
+    });
+
+    let full = Edition::Full.default_out(root);
+    let attendee = Edition::Attendee.default_out(root);
+    let book_built = report.step("the book builds (full and attendee editions)", || {
+        book::build(root, Edition::Full, &full)?;
+        book::build(root, Edition::Attendee, &attendee)?;
+        Ok(Outcome::Passed)
+    });
+
+    match &course {
+        Some(course) => {
+            report.step("SUMMARY.md lists every activity of course.toml, in order", || {
+                let src = root.join("book/src");
+                let text = std::fs::read_to_string(src.join("SUMMARY.md"))?;
+                let problems = summary_problems(&text, course, &|p| src.join(p).is_file());
+                if !problems.is_empty() {
+                    bail!("book/src/SUMMARY.md:\n  {}", problems.join("\n  "));
+                }
+                Ok(Outcome::Passed)
+            });
+        }
+        None => report.skip("SUMMARY.md lists every activity of course.toml, in order", "course.toml is invalid"),
+    }
+
+    if book_built {
+        report.step("internal links resolve (both editions)", || {
+            let mut problems = Vec::new();
+            for (edition, out) in [(Edition::Full, &full), (Edition::Attendee, &attendee)] {
+                problems.extend(links::check(out)?.into_iter().map(|p| format!("{}: {p}", edition.name())));
+            }
+            if !problems.is_empty() {
+                bail!("{} broken internal link(s):\n  {}", problems.len(), problems.join("\n  "));
+            }
+            Ok(Outcome::Passed)
+        });
+    } else {
+        report.skip("internal links resolve (both editions)", "the book did not build");
+    }
+
+    report.step(format!("SQL blocks in the book run on PostgreSQL (--pg {backend})"), || {
+        sql::run(root, backend)?;
+        Ok(Outcome::Passed)
+    });
+
+    let test_step = format!("cargo test --workspace (LABS_PG={backend})");
+    if quick {
+        report.skip(test_step, "--quick");
+    } else {
+        report.step(test_step, || {
+            run_command(
+                cargo(root)
+                    .args(["test", "--workspace"])
+                    .env("LABS_PG", backend.to_string())
+                    // A changed snapshot is a failure here, not a .snap.new to review.
+                    .env("INSTA_UPDATE", "no")
+                    .env("RUST_TEST_THREADS", "2"),
+            )?;
+            Ok(Outcome::Passed)
+        });
+    }
+
+    if let Some(course) = &course {
+        for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
+            report.step(format!("exercise {}: unsolved fails, solution passes", activity.id), || exercise(root, &activity.id, backend));
+        }
+        if let Some(first) = course.activities.first() {
+            report.step(format!("lab {} runs on local PostgreSQL binaries", first.id), || local_lab(root, first));
+        }
+    } else {
+        report.skip("exercises and labs", "course.toml is invalid");
+    }
+
+    report.step("handouts build and pass their content checks", || {
+        handouts::build(root, &root.join("target/handouts"))?;
+        Ok(Outcome::Passed)
+    });
+
+    Ok(report.print_summary())
+}
+
+/// The first lab once through initdb + pg_ctl, the backend attendees fall back to without Docker.
+fn local_lab(root: &Path, first: &Activity) -> Result<Outcome> {
+    if first.status != Status::Ready {
+        return Ok(Outcome::Skipped(format!("activity {} is a draft", first.id)));
+    }
+    if let Err(reason) = labs::pg::find_local_binaries() {
+        return Ok(Outcome::Skipped(format!("no local PostgreSQL binaries: {reason}")));
+    }
+    run_command(labs_command(root).args(["run", &first.id, "--pg", "local"]))?;
+    Ok(Outcome::Passed)
+}
+
+/// The labs binary, built by cargo if needed.
+fn labs_command(root: &Path) -> std::process::Command {
+    let mut cmd = cargo(root);
+    cmd.args(["run", "--quiet", "-p", "labs", "--"]);
+    cmd
+}
+
+/// Exit code and message by which `labs check` says an activity has nothing to solve.
+const NO_EXERCISE_EXIT: i32 = 3;
+const NO_EXERCISE_TEXT: &str = "has no exercise";
+
+/// The exercise in the repository must be unsolved (its check fails) and the reference solution
+/// must pass the same check: otherwise attendees get a finished exercise or an impossible one.
+fn exercise(root: &Path, id: &str, backend: Backend) -> Result<Outcome> {
+    let backend = backend.to_string();
+    let unsolved = command_output(labs_command(root).args(["check", id, "--pg", &backend]))?;
+    let text = combined(&unsolved);
+    if unsolved.status.code() == Some(NO_EXERCISE_EXIT) && text.contains(NO_EXERCISE_TEXT) {
+        return Ok(Outcome::Skipped(format!("{id} has no exercise")));
+    }
+    match unsolved.status.code() {
+        Some(0) => bail!(
+            "`labs check {id}` passes on the exercise as it is in the repository; the exercise must start \
+             unsolved (was the solution copied into the exercise?)\n{}",
+            indent(&text)
+        ),
+        None => bail!("`labs check {id}` was killed ({}):\n{}", unsolved.status, indent(&text)),
+        // Exit 1 is also how labs reports an error: an unsolved exercise must fail its check, not fail to run.
+        Some(_) if text.lines().any(|l| l.trim_start().starts_with("error:")) => {
+            bail!("`labs check {id}` could not run the check:\n{}", indent(&text))
+        }
+        Some(_) => println!("as expected, the unsolved exercise fails its check:\n{}", indent(&tail(&text, 8))),
+    }
+    let solved = command_output(labs_command(root).args(["check", id, "--solution", "--pg", &backend]))?;
+    let text = combined(&solved);
+    if !solved.status.success() {
+        bail!("`labs check {id} --solution` failed ({}): the reference solution must pass its own check\n{}", solved.status, indent(&text));
+    }
+    println!("the reference solution passes:\n{}", indent(&tail(&text, 4)));
+    Ok(Outcome::Passed)
+}
+
+fn combined(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// What is wrong with SUMMARY.md against course.toml: every activity listed, in course order,
+/// under its title; ready ones link to `<NN-id>/README.md` (which exists), drafts are `[Title]()`.
+fn summary_problems(summary: &str, course: &Course, exists: &dyn Fn(&Path) -> bool) -> Vec<String> {
+    let summary = match parse_summary(summary) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("does not parse: {e:#}")],
+    };
+    fn flatten(items: &[SummaryItem], out: &mut Vec<(String, Option<PathBuf>)>) {
+        for item in items {
+            if let SummaryItem::Link(link) = item {
+                out.push((link.name.clone(), link.location.clone()));
+                flatten(&link.nested_items, out);
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    for part in [&summary.prefix_chapters, &summary.numbered_chapters, &summary.suffix_chapters] {
+        flatten(part, &mut entries);
+    }
+    let mut problems = Vec::new();
+    let mut previous: Option<(usize, &str)> = None;
+    for activity in &course.activities {
+        let chapter = PathBuf::from(format!("{}/README.md", activity.folder()));
+        let wanted = match activity.status {
+            Status::Ready => format!("- [{}]({})", activity.title, chapter.display()),
+            Status::Draft => format!("- [{}]()", activity.title),
+        };
+        let Some(index) = entries.iter().position(|(name, _)| name.contains(&activity.title)) else {
+            problems.push(format!("activity {} '{}' is missing; add `{wanted}`", activity.number, activity.title));
+            continue;
+        };
+        if let Some((before, before_id)) = previous {
+            if index < before {
+                problems.push(format!("'{}' comes before '{before_id}', but course.toml has it after; reorder to match course.toml", activity.id));
+            }
+        }
+        previous = Some((index, &activity.id));
+        let location = entries[index].1.as_ref().map(|p| PathBuf::from(p.to_string_lossy().trim_start_matches("./")));
+        match (activity.status, location) {
+            (Status::Ready, Some(path)) if path == chapter => {
+                if !exists(&path) {
+                    problems.push(format!("'{}' links to {}, which does not exist", activity.id, path.display()));
+                }
+            }
+            (Status::Ready, found) => problems.push(format!(
+                "'{}' is ready in course.toml, so its entry must be `{wanted}` (it links to {})",
+                activity.id,
+                found.map_or("nothing: a draft entry".to_string(), |p| p.display().to_string())
+            )),
+            (Status::Draft, None) => {}
+            (Status::Draft, Some(path)) => problems.push(format!(
+                "'{}' is a draft in course.toml but links to {}; make it `{wanted}`, or set status = \"ready\" in course.toml",
+                activity.id,
+                path.display()
+            )),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_course as course;
+
+    /// A SUMMARY.md that matches the course exactly.
+    fn good_summary(course: &Course) -> String {
+        let mut s = String::from("# Summary\n\n[Introduction](introduction.md)\n\n- [Run sheet](run-sheet.md)\n");
+        for a in &course.activities {
+            match a.status {
+                Status::Ready => s.push_str(&format!("- [{}]({}/README.md)\n  - [Solution]({}/solution.md)\n", a.title, a.folder(), a.folder())),
+                Status::Draft => s.push_str(&format!("- [{}]()\n", a.title)),
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_summary_matching_the_course_passes() {
+        let course = course();
+        assert_eq!(summary_problems(&good_summary(&course), &course, &|_| true), Vec::<String>::new());
+    }
+
+    #[test]
+    fn missing_reordered_and_mislinked_activities_are_reported() {
+        let course = course();
+        let [first, second, third, ..] = &course.activities[..] else { panic!() };
+        let good = good_summary(&course);
+        let missing = good.replace(&format!("- [{}]()\n", second.title), "");
+        assert!(summary_problems(&missing, &course, &|_| true)[0].contains(&format!("'{}' is missing; add `- [{}]()`", second.title, second.title)));
+
+        let line2 = format!("- [{}]()\n", second.title);
+        let line3 = format!("- [{}]()\n", third.title);
+        let swapped = good.replace(&line2, "@@").replace(&line3, &line2).replace("@@", &line3);
+        assert!(summary_problems(&swapped, &course, &|_| true).iter().any(|p| p.contains("reorder")));
+
+        assert_eq!(first.status, Status::Ready);
+        let as_draft = good.replace(&format!("({}/README.md)", first.folder()), "()");
+        assert!(summary_problems(&as_draft, &course, &|_| true)[0].contains("is ready in course.toml"));
+        assert!(summary_problems(&good, &course, &|_| false)[0].contains("which does not exist"));
+
+        let linked_draft = good.replace(&line2, &format!("- [{}](x.md)\n", second.title));
+        assert!(summary_problems(&linked_draft, &course, &|_| true)[0].contains("is a draft in course.toml"));
+    }
+}

@@ -1,0 +1,233 @@
+//! `cargo xtask handouts`: the offline bundles. attendee.zip holds the attendee edition, the
+//! fixtures without answers and HOW-TO-RUN.md; facilitator.zip the full edition, every fixture,
+//! the run sheet and HOW-TO-RUN.md. The attendee zip is read back and checked before we say done.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use labs::course::{Course, Status};
+use walkdir::WalkDir;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipArchive, ZipWriter};
+
+use crate::book::{self, Edition};
+use crate::{links, load_course, rel, run_sheet};
+
+pub fn run(root: &Path, out: Option<PathBuf>) -> Result<()> {
+    build(root, &out.unwrap_or_else(|| root.join("target/handouts")))
+}
+
+pub fn build(root: &Path, out: &Path) -> Result<()> {
+    let course = load_course(root)?;
+    let full = Edition::Full.default_out(root);
+    let attendee = Edition::Attendee.default_out(root);
+    book::build(root, Edition::Full, &full)?;
+    book::build(root, Edition::Attendee, &attendee)?;
+    std::fs::create_dir_all(out).with_context(|| format!("could not create {}", out.display()))?;
+    let fixtures = root.join("fixtures");
+    if !fixtures.is_dir() {
+        println!("warning: no fixtures/ directory; the handouts carry no fixtures");
+    }
+    let how_to_run = how_to_run(&course);
+
+    let attendee_zip = out.join("attendee.zip");
+    let mut zip = Bundle::create(&attendee_zip, "attendee")?;
+    zip.add_tree(&attendee, "book", &|_| true)?;
+    zip.add_tree(&fixtures, "fixtures", &|path| !path.components().any(|c| c.as_os_str() == "answers"))?;
+    zip.add("HOW-TO-RUN.md", how_to_run.as_bytes())?;
+    let attendee_files = zip.finish()?;
+
+    let facilitator_zip = out.join("facilitator.zip");
+    let mut zip = Bundle::create(&facilitator_zip, "facilitator")?;
+    zip.add_tree(&full, "book", &|_| true)?;
+    zip.add_tree(&fixtures, "fixtures", &|_| true)?;
+    zip.add("run-sheet.md", run_sheet_page(&course).as_bytes())?;
+    zip.add("HOW-TO-RUN.md", how_to_run.as_bytes())?;
+    let facilitator_files = zip.finish()?;
+
+    let problems = facilitator_material_in(&attendee_zip)?;
+    if !problems.is_empty() {
+        // Never leave a bundle behind that must not be handed out.
+        let _ = std::fs::remove_file(&attendee_zip);
+        bail!(
+            "attendee.zip contained facilitator material, so it was deleted:\n  {}\nRemove it from the attendee edition \
+             (class=\"facilitator\" notes, solution.md pages, fixtures/*/answers/), then rerun",
+            problems.join("\n  ")
+        );
+    }
+    for (zip, files) in [(&attendee_zip, attendee_files), (&facilitator_zip, facilitator_files)] {
+        let size = std::fs::metadata(zip)?.len();
+        println!("{}: {files} files, {:.1} MB", rel(root, zip), size as f64 / 1e6);
+    }
+    Ok(())
+}
+
+/// A zip whose entries all sit under one top folder, so unzipping makes one directory.
+struct Bundle {
+    writer: ZipWriter<File>,
+    top: String,
+    files: usize,
+}
+
+impl Bundle {
+    fn create(path: &Path, top: &str) -> Result<Bundle> {
+        let file = File::create(path).with_context(|| format!("could not create {}", path.display()))?;
+        Ok(Bundle { writer: ZipWriter::new(file), top: top.to_string(), files: 0 })
+    }
+
+    fn add(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        // No timestamps are set (the zip crate writes 1980-01-01): the same sources give the same zip.
+        let options = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+        self.writer.start_file(format!("{}/{name}", self.top), options)?;
+        self.writer.write_all(bytes)?;
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Adds the files under `dir` as `prefix/…`, those whose relative path `keep` accepts.
+    fn add_tree(&mut self, dir: &Path, prefix: &str, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        for entry in WalkDir::new(dir).sort_by_file_name() {
+            let entry = entry.with_context(|| format!("could not list {}", dir.display()))?;
+            let relative = entry.path().strip_prefix(dir)?;
+            if !entry.file_type().is_file() || !keep(relative) {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).with_context(|| format!("could not read {}", entry.path().display()))?;
+            let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            self.add(&format!("{prefix}/{name}"), &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<usize> {
+        self.writer.finish()?;
+        Ok(self.files)
+    }
+}
+
+/// Reads a finished attendee zip back and lists what must not be in it.
+fn facilitator_material_in(zip: &Path) -> Result<Vec<String>> {
+    let mut archive = ZipArchive::new(File::open(zip)?).with_context(|| format!("could not read back {}", zip.display()))?;
+    let mut problems = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        let name = entry.name().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        problems.extend(facilitator_traces(&name, &String::from_utf8_lossy(&bytes)));
+    }
+    Ok(problems)
+}
+
+/// Why a file with this path and content must not reach attendees (empty: it may).
+fn facilitator_traces(name: &str, content: &str) -> Vec<String> {
+    let mut traces = Vec::new();
+    if name.to_lowercase().contains("solution") {
+        traces.push(format!("{name}: a solution (its path says so)"));
+    }
+    if name.contains("/answers/") || name.starts_with("answers/") {
+        traces.push(format!("{name}: an answers/ fixture"));
+    }
+    if content.contains("class=\"facilitator\"") {
+        traces.push(format!("{name}: contains class=\"facilitator\" (a facilitator note)"));
+    }
+    if content.contains("admonish-facilitator") {
+        traces.push(format!("{name}: contains admonish-facilitator"));
+    }
+    if name.ends_with(".html") {
+        let rendered = links::attribute_values(content, "class").into_iter().any(|c| c.split_whitespace().any(|c| c == "facilitator"));
+        if rendered {
+            traces.push(format!("{name}: an element with the facilitator class (a rendered facilitator note)"));
+        }
+    }
+    traces
+}
+
+/// The facilitator's run sheet, linking into the bundled book.
+fn run_sheet_page(course: &Course) -> String {
+    format!(
+        "# Run sheet: {}\n\n{} minutes. Start times are from the start of the session. Generated from course.toml; \
+         the same table is in the book's run sheet page.\n\n{}",
+        course.course.title,
+        course.course.session_minutes,
+        run_sheet::render(course, &|a| Some(format!("book/{}/index.html", a.folder())))
+    )
+}
+
+/// HOW-TO-RUN.md, from course.toml so the list of labs is the course's.
+fn how_to_run(course: &Course) -> String {
+    let mut text = format!(
+        "# How to run the labs: {title}\n\n\
+         The book is in `book/`: open `book/index.html` in a browser (it works offline, search included).\n\
+         Event logs and inputs for the labs are in `fixtures/`, one folder per activity.\n\n\
+         ## Before the day\n\n\
+         You need the course repository (your facilitator shares the link) and:\n\n\
+         - Rust, stable, from <https://rustup.rs>;\n\
+         - a PostgreSQL server for the labs, one of:\n\
+         \x20 - Docker (or Podman): the labs start a throwaway `{image}` container. Pull it while online: \
+         `docker pull {image}` (or run `cargo xtask prepare` in the repository);\n\
+         \x20 - PostgreSQL 15 server binaries (`initdb`, `pg_ctl`, `postgres`) on PATH or found by `pg_config`: \
+         add `--pg local` (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@15`);\n\
+         \x20 - a server you own: `export DATABASE_URL=postgres://me@localhost/postgres` and add `--pg url`. \
+         Labs that crash or restart the server need a container or local binaries.\n\n\
+         Then, in the repository:\n\n\
+         ```sh\n\
+         cargo labs doctor      # checks Rust, Docker, local binaries; says what to fix\n\
+         cargo labs list        # the labs of the day\n\
+         ```\n\n\
+         ## During the workshop\n\n\
+         ```sh\n\
+         cargo labs run <id>                 # runs an activity's lab and prints its report\n\
+         cargo labs check <id>               # checks your exercise; passes once it is solved\n\
+         cargo labs run <id> --pg local      # the same with local PostgreSQL binaries\n\
+         cargo labs run <id> --pg url        # the same on the server in DATABASE_URL\n\
+         ```\n\n\
+         `LABS_PG=local` (or `container`, `url`) sets the default for every command.\n\n\
+         ## The activities\n\n\
+         | # | Activity | Minutes | Lab | Command |\n\
+         |--:|----------|--------:|-----|---------|\n",
+        title = course.course.title,
+        image = labs::pg::DEFAULT_IMAGE,
+    );
+    for a in &course.activities {
+        let command = match a.status {
+            Status::Ready => format!("`cargo labs run {}`", a.id),
+            Status::Draft => "in preparation".to_string(),
+        };
+        text.push_str(&format!("| {} | {} | {} | {} | {command} |\n", a.number, a.title.replace('|', "\\|"), a.minutes, a.lab.replace('|', "\\|")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facilitator_material_is_recognised_by_path_and_content() {
+        assert!(facilitator_traces("attendee/book/index.html", "<p>Hello</p>").is_empty());
+        assert!(facilitator_traces("attendee/fixtures/01-log-sleuth/events.jsonl", "{}").is_empty());
+        assert_eq!(facilitator_traces("attendee/book/01-log-sleuth/solution.html", "").len(), 1);
+        assert_eq!(facilitator_traces("attendee/fixtures/01-log-sleuth/answers/key.json", "").len(), 1);
+        assert_eq!(facilitator_traces("attendee/book/x.md", "```admonish tip class=\"facilitator\"").len(), 1);
+        let rendered = r#"<div id="admonition-ask" class="admonition admonish-tip facilitator" role="note">"#;
+        assert_eq!(facilitator_traces("attendee/book/01-log-sleuth/index.html", rendered).len(), 1);
+        assert!(facilitator_traces("attendee/book/x.html", r#"<p class="facilitators-guide">"#).is_empty());
+    }
+
+    #[test]
+    fn how_to_run_lists_every_activity_with_its_command() {
+        let course = crate::test_course();
+        let text = how_to_run(&course);
+        for a in &course.activities {
+            assert!(text.contains(&a.lab.replace('|', "\\|")), "{}", a.id);
+            assert_eq!(text.contains(&format!("cargo labs run {}`", a.id)), a.status == Status::Ready, "{}", a.id);
+        }
+        assert!(text.contains("cargo labs doctor") && text.contains("--pg local") && text.contains("DATABASE_URL"));
+    }
+}

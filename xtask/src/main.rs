@@ -1,0 +1,248 @@
+//! `cargo xtask <task>`: the course's build, check and packaging tasks, in Rust so they run the
+//! same on every machine (no shell scripts, no globally installed mdbook).
+//!
+//! One module per task. Every external program is started through [`run_command`] (or
+//! [`command_output`]), which echoes it first, so a failing step can be rerun by hand.
+
+mod bench;
+mod book;
+mod check;
+mod handouts;
+mod links;
+mod markdown;
+mod prepare;
+mod run_sheet;
+mod serve;
+mod sql;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use labs::course::Course;
+use labs::pg::Backend;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Build, check and package the workshop kit")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the book: the full edition into target/book, or with --attendee the attendee edition
+    /// (no facilitator notes, no solutions) into target/book-attendee.
+    Book {
+        #[arg(long)]
+        attendee: bool,
+        /// Output directory instead of the default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Build the labs and the book, serve the book on 127.0.0.1 and rebuild it when
+    /// book/, course.toml, fixtures/ or labs/tests/snapshots/ change.
+    Serve {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+    },
+    /// The course's full test run: course, book, links, SQL in the book, tests, exercises, handouts.
+    Check {
+        /// Where the PostgreSQL servers come from (see `cargo labs doctor`).
+        #[arg(long, default_value = "container")]
+        pg: Backend,
+        /// Skip `cargo test --workspace` (for quick iterations on the book).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Package target/handouts/attendee.zip and facilitator.zip.
+    Handouts {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Benchmarks behind the labs' speed and memory targets (medians; target/bench/results.json).
+    Bench {
+        /// Runs per benchmark; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Ahead of the workshop, while online: build everything and fetch the PostgreSQL image.
+    Prepare {
+        /// Build the PostgreSQL image from Debian's packages (.ci/postgres-image/build.sh)
+        /// instead of pulling it, for machines without access to an image registry.
+        #[arg(long)]
+        image_from_debian: bool,
+    },
+}
+
+fn main() {
+    book::install_logger();
+    let cli = Cli::parse();
+    let root = repo_root();
+    let result = match cli.task {
+        Task::Book { attendee, out } => book::run(&root, attendee, out),
+        Task::Serve { port } => serve::run(&root, port),
+        Task::Check { pg, quick } => match check::run(&root, pg, quick) {
+            Ok(true) => Ok(()),
+            // The summary's last line is the verdict; no further message after it.
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
+        Task::Handouts { out } => handouts::run(&root, out),
+        Task::Bench { runs } => bench::run(&root, runs),
+        Task::Prepare { image_from_debian } => prepare::run(&root, image_from_debian),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The repository root, wherever `cargo xtask` is started from.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
+}
+
+/// course.toml as it is on disk now, so an instructor's edit shows up without recompiling.
+pub fn load_course(root: &Path) -> Result<Course> {
+    let path = root.join("course.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+    Course::parse(&text).map_err(|e| anyhow::anyhow!("{e}\nFix course.toml, then rerun."))
+}
+
+/// `cargo`, the same one that started us, run from the repository root.
+pub fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    // `cargo run` gave us xtask's CARGO_MANIFEST_DIR, CARGO_PKG_*…; some build scripts (ring's)
+    // track CARGO_MANIFEST_DIR, so passing it on would rebuild ring, rustls and everything above
+    // them each time a cargo started from here alternates with one started from a shell.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"]
+                .contains(&name.as_ref());
+        if set_by_cargo_run {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}
+
+/// Runs a program with inherited output, echoing it first; fails if it does not succeed.
+pub fn run_command(cmd: &mut Command) -> Result<()> {
+    println!("$ {}", describe(cmd));
+    let status = cmd.status().with_context(|| start_failure(cmd))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a program, echoing it first, and captures its output; the caller judges the exit status.
+pub fn command_output(cmd: &mut Command) -> Result<Output> {
+    println!("$ {}", describe(cmd));
+    cmd.output().with_context(|| start_failure(cmd))
+}
+
+fn start_failure(cmd: &Command) -> String {
+    format!("could not start `{}`: is it installed and on PATH?", cmd.get_program().to_string_lossy())
+}
+
+/// The command as one would type it: explicit environment, program, arguments.
+pub fn describe(cmd: &Command) -> String {
+    let quote = |s: &OsStr| {
+        let s = s.to_string_lossy();
+        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || "\"'$`|&;<>()".contains(c)) {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        } else {
+            s.into_owned()
+        }
+    };
+    let mut parts: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), quote(v))))
+        .collect();
+    let program = Path::new(cmd.get_program());
+    // `cargo` rather than the absolute path cargo gave us in $CARGO.
+    parts.push(match program.file_stem() {
+        Some(stem) if stem == "cargo" => "cargo".into(),
+        _ => quote(cmd.get_program()),
+    });
+    parts.extend(cmd.get_args().map(quote));
+    parts.join(" ")
+}
+
+/// A path relative to the repository root, for messages.
+pub fn rel(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+/// A small course for tests, so they do not break when an instructor edits course.toml.
+#[cfg(test)]
+pub const TEST_COURSE: &str = r#"
+[course]
+title = "Test course"
+session_minutes = 45
+
+[[activity]]
+number = 1
+id = "log-sleuth"
+title = "Log Sleuth"
+minutes = 15
+status = "ready"
+needs = []
+lab = "find the | skipped event"
+
+[[activity]]
+number = 2
+id = "wal-race"
+title = "WAL Race"
+minutes = 10
+status = "draft"
+needs = []
+lab = "race ingestion strategies"
+
+[[activity]]
+number = 3
+id = "outage"
+title = "'Oh No!' Outage"
+minutes = 10
+status = "draft"
+needs = ["crash"]
+lab = "lose the recent WAL"
+
+[[segment]]
+id = "welcome"
+title = "Welcome"
+minutes = 5
+facilitator = "Greet the room."
+room = "Run `labs doctor`."
+remote = "Post the last line in the chat."
+fallback = "Pair up."
+
+[[segment]]
+activity = "log-sleuth"
+
+[[segment]]
+activity = "wal-race"
+
+[[segment]]
+activity = "outage"
+
+[[segment]]
+id = "close"
+title = "Close"
+minutes = 5
+facilitator = "Thank the room."
+room = "Take the handouts."
+remote = "Take the link."
+fallback = "E-mail the bundle."
+"#;
+
+#[cfg(test)]
+pub fn test_course() -> Course {
+    Course::parse(TEST_COURSE).expect("the test course is valid")
+}

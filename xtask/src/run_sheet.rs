@@ -1,0 +1,92 @@
+//! The minute-by-minute run sheet, rendered as a Markdown table from course.toml. The book's
+//! `{{#run-sheet}}` and the facilitator handout both use it, so timing lives in one place.
+
+use labs::course::{Activity, Course, Status};
+
+/// Renders the table. `chapter_link` gives the link to a ready activity's chapter, as seen from
+/// the page the table goes into (None: no link).
+pub fn render(course: &Course, chapter_link: &dyn Fn(&Activity) -> Option<String>) -> String {
+    let mut out = String::from(
+        "| Start | Min | Segment | Facilitator | In the room | Remote | Fallback |\n\
+         |------:|----:|---------|-------------|-------------|--------|----------|\n",
+    );
+    let mut start = 0;
+    for (title, minutes, segment) in course.run_sheet() {
+        let activity = segment.activity.as_deref().and_then(|id| course.activity(id));
+        let cells: [String; 5] = match activity {
+            Some(activity) => {
+                let link = (activity.status == Status::Ready).then(|| chapter_link(activity)).flatten();
+                let (segment_cell, see) = match (&link, activity.status) {
+                    (Some(link), _) => (format!("[{}]({link})", cell(&title)), format!("[see the chapter]({link})")),
+                    (None, Status::Ready) => (cell(&title), "see the chapter".to_string()),
+                    (None, Status::Draft) => (format!("{} (draft)", cell(&title)), "chapter in draft".to_string()),
+                };
+                [segment_cell, format!("Lab: {}", cell(&activity.lab)), see.clone(), see.clone(), see]
+            }
+            None => {
+                let text = |field: &Option<String>| cell(field.as_deref().unwrap_or(""));
+                [cell(&title), text(&segment.facilitator), text(&segment.room), text(&segment.remote), text(&segment.fallback)]
+            }
+        };
+        out.push_str(&format!("| {} | {minutes} | {} |\n", clock(start), cells.join(" | ")));
+        start += minutes;
+    }
+    out.push_str(&format!("| {} | **{start}** | **Total** | | | | |\n", clock(start)));
+    out
+}
+
+/// Minutes from the session start as hh:mm.
+fn clock(minutes: u32) -> String {
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// Text safe inside a table cell: one line, pipes escaped (GFM honours `\|` in code spans too).
+fn cell(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_course as course;
+
+    fn rows(table: &str) -> Vec<Vec<String>> {
+        table
+            .lines()
+            .skip(2)
+            .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn start_times_accumulate_and_the_total_is_the_session() {
+        let course = course();
+        let table = render(&course, &|a| Some(format!("{}/README.md", a.folder())));
+        let rows = rows(&table);
+        assert_eq!(rows.len(), course.segments.len() + 1);
+        assert_eq!(rows[0][0], "00:00");
+        let first_minutes: u32 = rows[0][1].parse().unwrap();
+        assert_eq!(rows[1][0], clock(first_minutes));
+        let total = rows.last().unwrap();
+        assert_eq!(total[0], clock(course.course.session_minutes));
+        assert_eq!(total[1], format!("**{}**", course.course.session_minutes));
+    }
+
+    #[test]
+    fn ready_activities_link_to_their_chapter_and_drafts_do_not() {
+        let course = course();
+        let table = render(&course, &|a| Some(format!("{}/README.md", a.folder())));
+        for a in &course.activities {
+            let row = table.lines().find(|l| l.contains(&a.title.replace('|', "\\|"))).unwrap();
+            let link = format!("]({}/README.md)", a.folder());
+            assert_eq!(row.contains(&link), a.status == Status::Ready, "{row}");
+            assert!(row.contains(&format!("Lab: {}", cell(&a.lab))), "{row}");
+        }
+    }
+
+    #[test]
+    fn cells_stay_on_one_line_and_pipes_do_not_split_them() {
+        assert_eq!(cell("a | b\n  c"), "a \\| b c");
+    }
+}

@@ -1,0 +1,154 @@
+//! Runs every ```sql block of the book against a real PostgreSQL: a claim the book makes in SQL
+//! must at least run. One server for the whole step (through labs::pg, like the labs), one
+//! fresh database per chapter file, blocks in file order in one session, so a chapter's later
+//! blocks can use the tables its earlier blocks created.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use labs::pg::{Backend, ProviderConfig, Server};
+use tokio_postgres::error::ErrorPosition;
+use tokio_postgres::NoTls;
+
+use crate::markdown::{self, SqlBlock};
+use crate::{book, rel};
+
+/// Long enough for any demo; short enough that a block waiting on a lock does not hang the check.
+const STATEMENT_TIMEOUT: &str = "60s";
+
+pub fn run(root: &Path, backend: Backend) -> Result<()> {
+    let src = root.join("book/src");
+    let mut chapters: Vec<(PathBuf, Vec<SqlBlock>)> = Vec::new();
+    let mut problems = Vec::new();
+    for page in book::markdown_files(&src)? {
+        let text = std::fs::read_to_string(&page).with_context(|| format!("could not read {}", page.display()))?;
+        let dir = page.parent().unwrap_or(&src).to_path_buf();
+        let mut blocks = Vec::new();
+        for block in markdown::sql_blocks(&text) {
+            let read = |path: &str| std::fs::read_to_string(dir.join(path)).map_err(|e| format!("could not read {path}: {e}"));
+            match markdown::expand_includes(&block.body, read) {
+                Ok(body) => blocks.push(SqlBlock { line: block.line, body }),
+                Err(e) => problems.push(format!("{}:{}: {e}", rel(root, &page), block.line)),
+            }
+        }
+        if !blocks.is_empty() {
+            chapters.push((page, blocks));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    let count: usize = chapters.iter().map(|(_, b)| b.len()).sum();
+    if count == 0 {
+        println!("no ```sql blocks in book/src (blocks marked `norun` or `ignore` are skipped)");
+        return Ok(());
+    }
+    println!("{count} SQL block(s) in {} chapter file(s)", chapters.len());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let config = ProviderConfig::from_env(Some(backend))?;
+        let server = Server::start(&config, &[]).await?;
+        println!("PostgreSQL: {}", server.describe());
+        let result = run_chapters(root, &server, &chapters).await;
+        if let Err(e) = server.shutdown().await {
+            eprintln!("warning: could not remove the server: {e}");
+        }
+        let failures = result?;
+        if !failures.is_empty() {
+            bail!("{} SQL block(s) failed:\n  {}", failures.len(), failures.join("\n  "));
+        }
+        Ok(())
+    })
+}
+
+/// Returns one line per failing block: `file:line: the server's error`.
+async fn run_chapters(root: &Path, server: &Server, chapters: &[(PathBuf, Vec<SqlBlock>)]) -> Result<Vec<String>> {
+    let admin = server.connect().await?;
+    let mut failures = Vec::new();
+    for (i, (page, blocks)) in chapters.iter().enumerate() {
+        let page_name = rel(root, page);
+        let database = database_name(i, &page_name);
+        admin.batch_execute(&format!("CREATE DATABASE \"{database}\"")).await.with_context(|| format!("could not create database {database}"))?;
+        let mut config = server.config();
+        config.dbname(&database).options(&format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
+        let (client, connection) = config.connect(NoTls).await.with_context(|| format!("could not connect to database {database}"))?;
+        let connection = tokio::spawn(connection);
+        let mut ran = 0;
+        for block in blocks {
+            match client.batch_execute(&block.body).await {
+                Ok(()) => ran += 1,
+                Err(e) => {
+                    failures.push(format!("{page_name}:{}: {}", error_line(block, &e), describe(&e)));
+                    break; // later blocks usually build on this one: their errors would be noise
+                }
+            }
+        }
+        let skipped = blocks.len() - ran - usize::from(ran < blocks.len());
+        println!(
+            "{page_name}: {ran} of {} block(s) ran{}",
+            blocks.len(),
+            if skipped > 0 { format!(", {skipped} not run after the failure") } else { String::new() }
+        );
+        drop(client);
+        let _ = connection.await;
+        // With --pg url the server is the user's: leave nothing behind.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
+            .await
+            .with_context(|| format!("could not drop database {database}"))?;
+    }
+    Ok(failures)
+}
+
+/// `book_02_01_log_sleuth_readme_md`: unique per chapter, readable in pg_stat_activity, ≤ 63 bytes.
+fn database_name(index: usize, page: &str) -> String {
+    let slug: String = page
+        .trim_start_matches("book/src/")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let mut name = format!("book_{:02}_{slug}", index + 1);
+    name.truncate(63);
+    name
+}
+
+/// The file line of the failing statement when the server says where it is, else the fence's.
+fn error_line(block: &SqlBlock, error: &tokio_postgres::Error) -> usize {
+    match error.as_db_error().and_then(|db| db.position()) {
+        Some(ErrorPosition::Original(position)) => {
+            let before: String = block.body.chars().take((*position as usize).saturating_sub(1)).collect();
+            block.line + 1 + before.matches('\n').count()
+        }
+        _ => block.line,
+    }
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" (DETAIL: {detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!(" (HINT: {hint})"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_safe_identifiers_and_unique_per_chapter() {
+        assert_eq!(database_name(1, "book/src/01-log-sleuth/README.md"), "book_02_01_log_sleuth_readme_md");
+        let long = database_name(0, &format!("book/src/{}.md", "x".repeat(100)));
+        assert_eq!(long.len(), 63);
+        assert!(long.starts_with("book_01_"));
+    }
+}
