@@ -167,26 +167,36 @@ async fn start_server(backend: Option<Backend>, needs: &[pg::Capability]) -> Res
     Ok(server)
 }
 
-/// Runs `work` on a fresh server and always removes the server afterwards, also on Ctrl-C.
+/// Runs `work` on a fresh server and always removes the server afterwards, also on Ctrl-C
+/// (during the server's start too: the half-started server is dropped, and its Drop cleans up).
 async fn with_server<T>(
     backend: Option<Backend>,
     needs: &[pg::Capability],
     work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
 ) -> Result<Option<T>> {
-    let server = start_server(backend, needs).await?;
+    let interrupted = || {
+        eprintln!("interrupted: the server and its files are removed");
+        Ok(None)
+    };
+    // Registered before anything starts, so no Ctrl-C falls through to the default (exit at once).
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let server = tokio::select! {
+        server = start_server(backend, needs) => server?,
+        _ = sigint.recv() => {
+            pg::remove_interrupted_servers().await;
+            return interrupted();
+        }
+    };
     let outcome = tokio::select! {
         result = work(&server) => Some(result),
-        _ = tokio::signal::ctrl_c() => None,
+        _ = sigint.recv() => None,
     };
     if let Err(e) = server.shutdown().await {
         eprintln!("warning: the server was not removed cleanly: {e}");
     }
     match outcome {
         Some(result) => result.map(Some),
-        None => {
-            eprintln!("interrupted: the server and its files are removed");
-            Ok(None)
-        }
+        None => interrupted(),
     }
 }
 

@@ -9,6 +9,9 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use super::ProviderError;
 
 const PASSWORD: &str = "labs";
+/// Every container carries the id of the `labs` process that started it, so a start interrupted
+/// before testcontainers hands the container over can still be found and removed.
+pub(super) const RUN_LABEL: &str = "io.github.es-workshop.labs.run";
 
 pub(super) struct ContainerServer {
     container: ContainerAsync<GenericImage>,
@@ -35,7 +38,7 @@ impl ContainerServer {
             .with_env_var("POSTGRES_PASSWORD", PASSWORD)
             .with_env_var("POSTGRES_USER", "postgres")
             .with_env_var("POSTGRES_DB", "postgres")
-            .with_label("io.github.es-workshop.labs", "server")
+            .with_label(RUN_LABEL, std::process::id().to_string())
             // Publish the port on loopback only: a lab server has a known password.
             .with_host_config_modifier(|host| {
                 host.publish_all_ports = Some(false);

@@ -74,14 +74,19 @@ impl LocalServer {
         let data = server.data_dir();
         // --no-sync only skips initdb's final flush of a throwaway cluster; the server itself
         // runs with fsync on, which the durability labs depend on.
-        let out = server
-            .tool("initdb")
+        let mut initdb = server.tool("initdb");
+        initdb
             .arg("-D")
             .arg(&data)
             .args(["-U", "postgres", "--encoding=UTF8", "--locale=C", "--no-sync"])
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
             .arg(format!("--pwfile={}", pwfile.display()))
+            .process_group(0);
+        // Async and killed on drop: Ctrl-C during initdb stops it and the directory goes.
+        let out = tokio::process::Command::from(initdb)
+            .kill_on_drop(true)
             .output()
+            .await
             .map_err(|e| fail("running initdb", e.to_string()))?;
         check(&out, "initdb")?;
         // A free port can be taken by someone else between our probe and pg_ctl: try a few.
@@ -158,6 +163,7 @@ impl LocalServer {
             // the server and removes the directory, instead of racing the server's own shutdown.
             .process_group(0);
         let out = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
             .output()
             .await
             .map_err(|e| ProviderError::LocalServer { step: "running pg_ctl start".into(), detail: e.to_string() })?;
@@ -190,8 +196,9 @@ impl LocalServer {
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        if self.running {
-            // Best effort: an interrupted lab must not leave a server running on a deleted directory.
+        // Best effort: an interrupted lab must not leave a server running on a deleted directory.
+        // The pid file, not `running`, decides: a start interrupted half-way may have a server up.
+        if self.running || self.data_dir().join("postmaster.pid").exists() {
             let _ = self.stop_command().output();
         }
     }
