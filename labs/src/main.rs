@@ -167,36 +167,45 @@ async fn start_server(backend: Option<Backend>, needs: &[pg::Capability]) -> Res
     Ok(server)
 }
 
-/// Runs `work` on a fresh server and always removes the server afterwards, also on Ctrl-C
-/// (during the server's start too: the half-started server is dropped, and its Drop cleans up).
+/// Runs `work` on a fresh server and always removes the server afterwards, also on Ctrl-C.
+/// Ctrl-C during the server's start lets the start finish (a few seconds at most) and then
+/// removes the server: killing initdb, pg_ctl or a container half-way would leave pieces behind.
 async fn with_server<T>(
     backend: Option<Backend>,
     needs: &[pg::Capability],
     work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
 ) -> Result<Option<T>> {
-    let interrupted = || {
-        eprintln!("interrupted: the server and its files are removed");
-        Ok(None)
-    };
     // Registered before anything starts, so no Ctrl-C falls through to the default (exit at once).
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let server = tokio::select! {
-        server = start_server(backend, needs) => server?,
-        _ = sigint.recv() => {
-            pg::remove_interrupted_servers().await;
-            return interrupted();
+    let start = start_server(backend, needs);
+    tokio::pin!(start);
+    let mut interrupted = false;
+    let server = loop {
+        tokio::select! {
+            server = &mut start => break server?,
+            _ = sigint.recv(), if !interrupted => {
+                interrupted = true;
+                eprintln!("interrupted: removing the server as soon as it has started...");
+            }
         }
     };
-    let outcome = tokio::select! {
-        result = work(&server) => Some(result),
-        _ = sigint.recv() => None,
+    let outcome = if interrupted {
+        None
+    } else {
+        tokio::select! {
+            result = work(&server) => Some(result),
+            _ = sigint.recv() => None,
+        }
     };
     if let Err(e) = server.shutdown().await {
         eprintln!("warning: the server was not removed cleanly: {e}");
     }
     match outcome {
         Some(result) => result.map(Some),
-        None => interrupted(),
+        None => {
+            eprintln!("interrupted: the server and its files are removed");
+            Ok(None)
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use super::ProviderError;
 
 const PASSWORD: &str = "labs";
-/// Every container carries the id of the `labs` process that started it, so a start interrupted
-/// before testcontainers hands the container over can still be found and removed.
+/// Every container carries the id of the `labs` process that started it, so a leftover (after
+/// a `kill -9`, say) can be traced: `docker ps -a --filter label=io.github.es-workshop.labs.run`.
 pub(super) const RUN_LABEL: &str = "io.github.es-workshop.labs.run";
 
 pub(super) struct ContainerServer {

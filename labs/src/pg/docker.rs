@@ -58,33 +58,10 @@ impl DockerEngine {
         ))
     }
 
-    /// Force-removes every container carrying `label=value`; returns how many went.
-    pub async fn remove_labelled(&self, label: &str, value: &str) -> Result<usize, String> {
-        let filters = percent_encode(&format!(r#"{{"label":["{label}={value}"]}}"#));
-        let (status, body) = self.get(&format!("/containers/json?all=1&filters={filters}")).await?;
-        if status != 200 {
-            return Err(format!("listing containers answered {status}"));
-        }
-        let listed: Vec<serde_json::Value> = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        let mut removed = 0;
-        for id in listed.iter().filter_map(|c| c.get("Id").and_then(|i| i.as_str())) {
-            let (status, body) = self.request("DELETE", &format!("/containers/{id}?force=1&v=1")).await?;
-            if status != 204 && status != 404 {
-                return Err(format!("removing container {id} answered {status}: {}", body.trim()));
-            }
-            removed += 1;
-        }
-        Ok(removed)
-    }
-
     async fn get(&self, path: &str) -> Result<(u16, String), String> {
-        self.request("GET", path).await
-    }
-
-    async fn request(&self, method: &str, path: &str) -> Result<(u16, String), String> {
         let request = async {
             let mut stream = UnixStream::connect(&self.socket).await.map_err(|e| e.to_string())?;
-            let req = format!("{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+            let req = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
             stream.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
             let mut response = Vec::new();
             stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
@@ -103,8 +80,3 @@ impl DockerEngine {
     }
 }
 
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}

@@ -323,16 +323,6 @@ impl Server {
     }
 }
 
-/// After a start was interrupted (Ctrl-C): removes the containers this process created that
-/// testcontainers had not handed over yet. Local servers clean up in their Drop.
-pub async fn remove_interrupted_servers() {
-    if let Ok(engine) = DockerEngine::detect().await {
-        if let Err(e) = engine.remove_labelled(container::RUN_LABEL, &std::process::id().to_string()).await {
-            eprintln!("warning: could not remove this run's containers: {e}");
-        }
-    }
-}
-
 fn capabilities_of(backend: Backend) -> &'static [Capability] {
     match backend {
         Backend::Container | Backend::Local => &[Capability::Crash, Capability::Restart],
