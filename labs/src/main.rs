@@ -385,6 +385,9 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
         }
         if server_ok {
             println!("\nready: the labs can run on this machine.");
+            if !fixes.is_empty() {
+                println!("Worth fixing before the day:");
+            }
         } else {
             println!("\nnot ready. To fix:");
         }
