@@ -70,7 +70,7 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
     let missing = missing_includes(root, &src)?;
     if !missing.is_empty() {
         bail!(
-            "{} include(s) point to files that do not exist:\n  {}\nFix the path (it is relative to the page), or create the file \
+            "{} include(s) are broken:\n  {}\nFix the path (it is relative to the page) or the line range, or create the file \
              (an insta snapshot appears when its test first runs: cargo test -p labs, then review it)",
             missing.len(),
             missing.join("\n  ")
@@ -228,12 +228,31 @@ pub fn missing_includes(root: &Path, src: &Path) -> Result<Vec<String>> {
         let text = std::fs::read_to_string(&page).with_context(|| format!("could not read {}", page.display()))?;
         let dir = page.parent().unwrap_or(src);
         for include in markdown::includes(&text) {
-            if !dir.join(include.path()).is_file() {
+            let file = dir.join(include.path());
+            if !file.is_file() {
                 missing.push(format!("{}:{}: {}: no file {}", rel(root, &page), include.line, include.text, include.path()));
+            } else if let Some(problem) = snapshot_header_problem(&file, &include.target) {
+                missing.push(format!("{}:{}: {}: {problem}", rel(root, &page), include.line, include.text));
             }
         }
     }
     Ok(missing)
+}
+
+/// An insta snapshot starts with a header between two `---` lines. A page that includes one
+/// with a line range must start right after that header, or the book shows header lines (or
+/// loses output) the day insta's header changes length.
+fn snapshot_header_problem(file: &Path, target: &str) -> Option<String> {
+    if file.extension().is_none_or(|e| e != "snap") {
+        return None;
+    }
+    let start: usize = target.split(':').nth(1)?.parse().ok()?;
+    let text = std::fs::read_to_string(file).ok()?;
+    let second_rule = text.lines().enumerate().filter(|(_, l)| l.trim_end() == "---").nth(1)?.0;
+    let first_output_line = second_rule + 2; // 1-based line after the header
+    (start != first_output_line).then(|| {
+        format!("the snapshot's output starts at line {first_output_line}, not {start}: use :{first_output_line}:")
+    })
 }
 
 /// The Markdown files under `dir`, in path order.
@@ -338,6 +357,19 @@ pub fn install_logger() {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_snapshot_include_must_start_right_after_the_header() {
+        let dir = std::env::temp_dir().join(format!("xtask-snap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let snap = dir.join("labs__run.snap");
+        std::fs::write(&snap, "---\nsource: labs/tests/x.rs\nexpression: text\n---\nfirst output line\n").unwrap();
+        assert_eq!(snapshot_header_problem(&snap, "labs__run.snap:5:"), None);
+        let problem = snapshot_header_problem(&snap, "labs__run.snap:4:").expect("line 4 is the header's end");
+        assert!(problem.contains("starts at line 5, not 4"), "{problem}");
+        assert_eq!(snapshot_header_problem(&dir.join("notes.txt"), "notes.txt:4:"), None, "only .snap files have the header");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use super::*;
     use mdbook::book::Chapter;
 
