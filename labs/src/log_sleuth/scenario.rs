@@ -23,7 +23,16 @@ pub enum LabError {
     Provider(#[from] ProviderError),
     #[error("{context}: {source}")]
     Sql { context: String, source: tokio_postgres::Error },
+    #[error(
+        "the {0} consumer's poll did not return within {1} s. Does it wait for the writers (a table lock, \
+         or a loop until something arrives)? A poll must return what is readable now, even nothing; \
+         in this lab the open transaction commits only after the poll returns"
+    )]
+    PollStalled(&'static str, u64),
 }
+
+/// A poll that takes longer than this is waiting for something that will not come.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn sql(context: &str) -> impl FnOnce(tokio_postgres::Error) -> LabError + '_ {
     move |source| LabError::Sql { context: context.to_string(), source }
@@ -70,7 +79,10 @@ struct Consumer {
 
 impl Consumer {
     async fn poll_once(&mut self) -> Result<Vec<EventRow>, LabError> {
-        let events = self.reader.poll(&self.client, &self.checkpoint).await.map_err(sql("the consumer's poll"))?;
+        let events = tokio::time::timeout(POLL_TIMEOUT, self.reader.poll(&self.client, &self.checkpoint))
+            .await
+            .map_err(|_| LabError::PollStalled(self.reader.name(), POLL_TIMEOUT.as_secs()))?
+            .map_err(sql("the consumer's poll"))?;
         if let Some(last) = events.last() {
             self.checkpoint = Checkpoint::after(last);
         }
