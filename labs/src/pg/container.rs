@@ -11,7 +11,7 @@ use super::ProviderError;
 const PASSWORD: &str = "labs";
 /// Every container carries the id of the `labs` process that started it, so a leftover (after
 /// a `kill -9`, say) can be traced: `docker ps -a --filter label=io.github.es-workshop.labs.run`.
-pub(super) const RUN_LABEL: &str = "io.github.es-workshop.labs.run";
+const RUN_LABEL: &str = "io.github.es-workshop.labs.run";
 
 pub(super) struct ContainerServer {
     container: ContainerAsync<GenericImage>,

@@ -79,4 +79,3 @@ impl DockerEngine {
             .map_err(|_| "timed out after 2 s".to_string())?
     }
 }
-

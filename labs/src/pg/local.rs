@@ -82,7 +82,7 @@ impl LocalServer {
             .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
             .arg(format!("--pwfile={}", pwfile.display()))
             .process_group(0);
-        // Async and killed on drop: Ctrl-C during initdb stops it and the directory goes.
+        // Killed on drop: if this start is ever abandoned, initdb does not outlive its directory.
         let out = tokio::process::Command::from(initdb)
             .kill_on_drop(true)
             .output()
