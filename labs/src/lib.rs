@@ -7,4 +7,6 @@
 pub mod course;
 pub mod log_sleuth;
 pub mod pg;
+pub mod rng;
+pub mod schema_sketch;
 pub mod store;

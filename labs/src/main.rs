@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 
 use labs::course::{Course, Status};
 use labs::log_sleuth::{self, generate::Difficulty, Reader};
+use labs::schema_sketch::{self, check::Handler};
+use labs::store;
 use labs::pg::{self, Backend, DockerEngine, ProviderConfig, Server};
 
 #[derive(Parser)]
@@ -55,6 +57,43 @@ enum Command {
     /// Activity 1 tools: audit and generate event logs.
     #[command(subcommand)]
     Sleuth(Sleuth),
+    /// Activity 3 tools: check your own event store schema against the store's contract.
+    #[command(subcommand)]
+    Schema(Schema),
+    /// Benchmarks you can rerun: figures are medians, ratios compare runs on the same server.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Schema {
+    /// Load FILE.sql into a fresh server and run the store's conformance checks against its
+    /// append_to_stream and read_all_after (signatures in labs/src/store/schema.sql).
+    Verify {
+        /// Your schema, e.g. a copy of fixtures/03-schema-sketch/my-schema.sql.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The reference store's appends and reads against a plain COPY, INSERT and position read.
+    Store {
+        /// Runs per shape; the report gives medians.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+        runs: u16,
+        /// Multiplies every shape's event count (0.1 for a quick look, 1 by default).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Only these shapes (and their ceilings), comma-separated: copy, bulk, insert-16,
+        /// append-1, append-16, batch100-1, batch100-4, read-naive, read-watermark.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +157,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Doctor { json } => doctor(cli.pg, json).await,
         Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
         Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => generate(seed, &out, difficulty, payments, force),
+        Command::Schema(Schema::Verify { file, json }) => verify_schema(&file, json, cli.pg).await,
+        Command::Bench(Bench::Store { runs, scale, only, json }) => bench_store(runs as usize, scale, &only, json, cli.pg).await,
     }
 }
 
@@ -218,14 +259,29 @@ async fn run(course: &Course, lab: &str, json: bool, backend: Option<Backend>) -
             })
             .await?
         }
+        "schema-sketch" => {
+            let report = with_server(backend, &activity.needs, async |server| Ok(schema_sketch::scenario::run(server).await?)).await?;
+            let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+            if json {
+                // What a machine reads: the balances and each stream's event count.
+                let events_per_stream: std::collections::BTreeMap<&String, usize> = report.streams.iter().map(|(s, v)| (s, v.events)).collect();
+                let value = serde_json::json!({
+                    "lab": report.lab,
+                    "balances_cents": report.balances,
+                    "events_per_stream": events_per_stream,
+                    "replay_matches_streams": report.replay_matches,
+                    "steps": report.steps,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         other => bail!("activity '{other}' is marked ready in course.toml but has no lab in this build"),
     };
     let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
-    }
+    print_report(json, &report, report.to_text())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -236,18 +292,64 @@ async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: 
             let reader = if solution { Reader::Watermark } else { Reader::Exercise };
             with_server(backend, &activity.needs, async |server| Ok(log_sleuth::scenario::check(server, reader).await?)).await?
         }
+        "schema-sketch" => {
+            let handler = if solution { Handler::Solution } else { Handler::Exercise };
+            let report = with_server(backend, &activity.needs, async |server| Ok(schema_sketch::check::check(server, handler).await?)).await?;
+            let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+            print_report(json, &report, report.to_text())?;
+            return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
         other => {
             eprintln!("activity '{other}' has no exercise");
             return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
         }
     };
     let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
-    }
+    print_report(json, &report, report.to_text())?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn verify_schema(file: &PathBuf, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if sql.trim().is_empty() {
+        bail!("{} is empty: start from fixtures/03-schema-sketch/my-schema.sql", file.display());
+    }
+    let name = file.display().to_string();
+    let report = with_server(backend, &[], async |server| Ok(store::conformance::verify(server, &sql, &name).await?)).await?;
+    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+    print_report(json, &report, report.to_text())?;
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn bench_store(runs: usize, scale: f64, only: &[String], json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    if !(scale > 0.0 && scale <= 100.0) {
+        bail!("--scale must be above 0 and at most 100, not {scale}");
+    }
+    let ids = store::bench::shape_ids();
+    if let Some(unknown) = only.iter().find(|o| !ids.contains(&o.as_str())) {
+        bail!("--only: no shape '{unknown}'; the shapes are {}", ids.join(", "));
+    }
+    // Shape ids are static; keep the matching ones.
+    let only: Option<&'static [&'static str]> =
+        if only.is_empty() { None } else { Some(Vec::leak(ids.into_iter().filter(|id| only.iter().any(|o| o == id)).collect())) };
+    let options = store::bench::BenchOptions { runs, scale, only };
+    let report = with_server(backend, &[], async |server| {
+        Ok(store::bench::run(server, options, |step| eprintln!("{step}")).await?)
+    })
+    .await?;
+    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+    print_report(json, &report, report.to_text())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A report as pretty JSON with `--json`, as its text otherwise.
+fn print_report(json: bool, report: &impl serde::Serialize, text: String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(())
 }
 
 fn audit(files: &[PathBuf], json: bool) -> Result<ExitCode> {

@@ -6,6 +6,8 @@
 //!   (target: at least 300,000 lines/s on one core, under 64 MiB).
 //! - `labs run log-sleuth` wall time including a fresh server, local and container backends
 //!   (targets: under 5 s and under 10 s with the image present).
+//! - `labs bench store`: the reference store's append shapes and readers as ratios to a plain
+//!   COPY, a plain INSERT and the position reader, plus WAL bytes per event (issue 3's targets).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -61,11 +63,39 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         }
     }
 
+    // The reference store: one fresh server (local binaries: no container overhead in the
+    // figures), every append shape and reader against its ceiling in the same run.
+    println!("$ labs --pg local bench store --runs {runs} --json");
+    let store = Command::new(&labs).args(["--pg", "local", "bench", "store", "--json", "--runs"]).arg(runs.to_string()).output()?;
+    if store.status.success() {
+        let report: serde_json::Value = serde_json::from_slice(&store.stdout).context("labs bench store --json")?;
+        for shape in report["shapes"].as_array().cloned().unwrap_or_default() {
+            let mut row = shape.clone();
+            row["benchmark"] = format!("store: {} ({} writers)", shape["shape"].as_str().unwrap_or_default(), shape["writers"]).into();
+            results.push(row);
+        }
+    } else {
+        results.push(serde_json::json!({
+            "benchmark": "labs bench store",
+            "skipped": String::from_utf8_lossy(&store.stderr).trim().to_string(),
+        }));
+    }
+
     println!("\n{:<62} {}", "benchmark", "result (median)");
     for r in &results {
         let name = r["benchmark"].as_str().unwrap_or_default();
         let figure = if let Some(skipped) = r.get("skipped") {
             format!("skipped: {}", skipped.as_str().unwrap_or_default().lines().next().unwrap_or_default())
+        } else if let Some(eps) = r.get("events_per_second") {
+            let ratio = match (r["ratio_to_ceiling"].as_f64(), r["ceiling"].as_str()) {
+                (Some(x), Some(c)) => format!(", {:.0}% of {c}", x * 100.0),
+                _ => String::new(),
+            };
+            let target = match (r["target"].as_f64(), r["meets_target"].as_bool()) {
+                (Some(t), Some(met)) => format!(" (target {:.0}%: {})", t * 100.0, if met { "met" } else { "NOT met" }),
+                _ => String::new(),
+            };
+            format!("{eps} events/s, {} B WAL/event{ratio}{target}", r["wal_bytes_per_event"])
         } else if let Some(lps) = r.get("lines_per_second") {
             format!("{:.2} s, {} lines/s, peak {} MiB", r["median_seconds"].as_f64().unwrap_or(0.0), lps, r["peak_memory_mib"])
         } else {

@@ -212,16 +212,31 @@ pub fn expand_includes(body: &str, read: impl Fn(&str) -> Result<String, String>
         let text = read(include.path())?;
         let lines: Vec<&str> = text.lines().collect();
         let mut parts = include.target.splitn(3, ':').skip(1);
+        let first = parts.next().map(str::trim).filter(|p| !p.is_empty());
+        // `path:name` is an mdBook anchor: the lines between `ANCHOR: name` and
+        // `ANCHOR_END: name`, without any anchor lines (as mdBook renders it).
+        if let Some(anchor) = first.filter(|p| p.parse::<usize>().is_err()) {
+            let start = lines.iter().position(|l| anchor_name(l, "ANCHOR:") == Some(anchor));
+            let end = lines.iter().position(|l| anchor_name(l, "ANCHOR_END:") == Some(anchor));
+            let (Some(start), Some(end)) = (start, end) else {
+                return Err(format!("`{}`: no `ANCHOR: {anchor}` ... `ANCHOR_END: {anchor}` in {}", include.text, include.path()));
+            };
+            let selected: Vec<&str> = lines[start + 1..end.max(start + 1)]
+                .iter()
+                .filter(|l| anchor_name(l, "ANCHOR:").is_none() && anchor_name(l, "ANCHOR_END:").is_none())
+                .copied()
+                .collect();
+            out = out.replacen(&include.text, &selected.join("\n"), 1);
+            continue;
+        }
         let number = |p: Option<&str>| -> Result<Option<usize>, String> {
             match p.map(str::trim).filter(|p| !p.is_empty()) {
                 None => Ok(None),
-                Some(p) => p.parse::<usize>().map(Some).map_err(|_| {
-                    format!("`{}`: only line ranges are supported in SQL blocks; mark the block `sql,norun` to skip it", include.text)
-                }),
+                Some(p) => p.parse::<usize>().map(Some).map_err(|_| format!("`{}`: `{p}` is not a line number", include.text)),
             }
         };
-        let (start, end) = match (parts.next(), parts.next()) {
-            (None, _) => (None, None),
+        let (start, end) = match (first, parts.next()) {
+            (None, None) => (None, None),
             (Some(s), None) => {
                 let s = number(Some(s))?;
                 (s, s) // `path:3` is line 3 alone
@@ -234,6 +249,13 @@ pub fn expand_includes(body: &str, read: impl Fn(&str) -> Result<String, String>
         out = out.replacen(&include.text, &selected, 1);
     }
     Ok(out)
+}
+
+/// The anchor a line opens (`marker` "ANCHOR:") or closes ("ANCHOR_END:"), in any comment syntax.
+fn anchor_name<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let name = rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).next()?;
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -324,6 +346,14 @@ Done.
         assert_eq!(expand_includes("{{#include a.sql:3}}", read).unwrap(), "l3");
         assert_eq!(expand_includes("{{#include a.sql:3:}}", read).unwrap(), "l3\nl4");
         assert_eq!(expand_includes("{{#include a.sql::2}}", read).unwrap(), "l1\nl2");
-        assert!(expand_includes("{{#include a.sql:setup}}", read).unwrap_err().contains("norun"));
+        assert!(expand_includes("{{#include a.sql:setup}}", read).unwrap_err().contains("ANCHOR: setup"));
+    }
+
+    #[test]
+    fn includes_in_sql_expand_anchors_without_their_marker_lines() {
+        let file = "-- ANCHOR: all\n-- ANCHOR: table\nCREATE TABLE t ();\n-- ANCHOR_END: table\nSELECT 1;\n-- ANCHOR_END: all\n";
+        let read = |_: &str| Ok(file.to_string());
+        assert_eq!(expand_includes("{{#include a.sql:table}}", read).unwrap(), "CREATE TABLE t ();");
+        assert_eq!(expand_includes("{{#include a.sql:all}}", read).unwrap(), "CREATE TABLE t ();\nSELECT 1;");
     }
 }

@@ -61,32 +61,19 @@ pub struct AnswerKey {
     pub findings: Vec<Finding>,
 }
 
-/// SplitMix64: tiny, fast and fully specified, so logs are reproducible for ever.
-pub(crate) struct Rng(pub(crate) u64);
+pub(crate) use crate::rng::Rng;
 
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        // Version 4, variant 1, like a random UUID.
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            0x8000 | (b >> 48) & 0x3fff,
-            b & 0xffff_ffff_ffff
-        )
-    }
+/// A version-4-shaped UUID from the seeded generator, so the same seed gives the same ids.
+fn uuid(rng: &mut Rng) -> String {
+    let (a, b) = (rng.next(), rng.next());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
 }
 
 #[derive(Clone)]
@@ -216,7 +203,7 @@ fn payment_traffic(rng: &mut Rng, payments: usize) -> Vec<Event> {
         at_ms += 20 + rng.below(900) as u64;
         let event_type = LIFECYCLE[(version - 1) as usize];
         let data = format!(r#"{{"amount_cents":{amount},"currency":"EUR","merchant":"{merchant}"}}"#);
-        events.push(Event { event_id: rng.uuid(), stream_id: stream, version, event_type, data, at_ms });
+        events.push(Event { event_id: uuid(rng), stream_id: stream, version, event_type, data, at_ms });
         if version as usize == LIFECYCLE.len() {
             active.swap_remove(pick);
         } else {
@@ -275,7 +262,7 @@ fn plant(rng: &mut Rng, events: &mut Vec<Event>, kind: FindingKind, used: &mut V
             let version = 2 + rng.below(2) as u64;
             let first = line_of(events, &stream, version);
             let mut rival = events[first].clone();
-            rival.event_id = rng.uuid();
+            rival.event_id = uuid(rng);
             rival.data = rival.data.replacen("\"currency\":\"EUR\"", "\"currency\":\"EUR\",\"retry\":true", 1);
             let at = (first + 1 + rng.below(6)).min(events.len());
             rival.at_ms = events[at - 1].at_ms;

@@ -1,17 +1,162 @@
-//! The reference event store every lab builds on: the schema (`schema.sql`) and the Rust types
-//! that read and write it.
+//! The reference event store every lab builds on. The guarantees live in SQL (`schema.sql`):
+//! the events table and the two functions of the store's contract, `append_to_stream` and
+//! `read_all_after`. This module is the typed Rust API over them, plus what SQL alone cannot do:
+//!
+//! - [`append`]: one stream, one or many events, with an [`ExpectedVersion`]; a conflict is a
+//!   typed [`StoreError::VersionConflict`], a client retry of the same events is idempotent.
+//! - [`bulk`]: bulk ingestion over COPY, with the same guarantees.
+//! - [`read`]: one stream forward, and all streams behind the transaction-id watermark.
+//! - [`subscription`]: consumers that store their checkpoint in the same transaction as their
+//!   projection, wake on LISTEN/NOTIFY, poll anyway, and can run as competing instances.
+//! - [`conformance`]: the checks `labs schema verify` runs against any schema that implements
+//!   the contract, this one included.
+//! - [`bench`]: `labs bench store`, appends and reads against the COPY and INSERT ceilings.
+
+pub mod append;
+pub mod bench;
+pub mod bulk;
+pub mod conformance;
+pub mod read;
+pub mod subscription;
 
 use std::fmt;
 
 use bytes::BytesMut;
 use postgres_types::{FromSql, IsNull, ToSql, Type};
+use serde::Serialize;
+use uuid::Uuid;
 
-/// The events table with its indexes, commented in the file.
+pub use append::append;
+pub use bulk::{append_bulk, StreamAppend};
+pub use read::{read_all_after, read_stream, Checkpoint, RecordedEvent};
+
+/// The events table, the contract's functions and the subscriptions table, commented in the file.
 pub const SCHEMA_SQL: &str = include_str!("schema.sql");
 
-/// Creates the events table in the connected database.
+/// The NOTIFY channel a store's writers may signal after appending. A hint only: consumers poll
+/// anyway, because a notification can arrive before the watermark lets its events through.
+pub const NOTIFY_CHANNEL: &str = "events_appended";
+
+/// Creates the store's tables and functions in the connected database.
 pub async fn install(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(SCHEMA_SQL).await
+}
+
+/// What the writer believes the stream's version is; the append fails when it is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "version")]
+pub enum ExpectedVersion {
+    /// No check: for events that do not depend on the stream's state.
+    Any,
+    /// The stream must not exist yet (version 0).
+    NoStream,
+    /// The stream must be at exactly this version.
+    Exact(i64),
+}
+
+impl ExpectedVersion {
+    /// The contract's encoding: NULL any, 0 no stream, N exactly N.
+    pub fn to_sql_value(self) -> Option<i64> {
+        match self {
+            ExpectedVersion::Any => None,
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// An event to append. The id is the client's: the same id sent again is the same event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(event_id: Uuid, event_type: impl Into<String>, data: serde_json::Value) -> NewEvent {
+        NewEvent { event_id, event_type: event_type.into(), data, metadata: serde_json::json!({}) }
+    }
+}
+
+/// Errors a caller branches on: a conflict is retried after reloading, a reused id is a bug in
+/// the client, anything else is the database's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("wrong expected version for stream {stream_id}: expected {expected}, actual {actual}")]
+    VersionConflict { stream_id: String, expected: ExpectedVersion, actual: i64 },
+    #[error("event {event_id} is already stored with other content, stream or place: {detail}")]
+    EventIdReused { event_id: Uuid, detail: String },
+    #[error("no events to append to stream {0}")]
+    Empty(String),
+    #[error("bulk append: stream {0} appears twice; put all its events in one StreamAppend")]
+    StreamRepeated(String),
+    #[error("subscription {0} does not exist: create it first")]
+    NoSubscription(String),
+    #[error("subscription {0}: its checkpoint moved while this instance held the subscription's lock")]
+    CheckpointMoved(String),
+    #[error("{context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// The contract's SQLSTATEs (schema.sql).
+pub const SQLSTATE_VERSION_CONFLICT: &str = "ES409";
+pub const SQLSTATE_EVENT_ID_REUSED: &str = "ES422";
+
+impl StoreError {
+    /// Turns the server's error into the typed one, reading the contract's SQLSTATEs and the
+    /// JSON in their DETAIL.
+    pub fn from_db(source: tokio_postgres::Error, context: impl Into<String>, expected: ExpectedVersion, event_ids: &[Uuid]) -> StoreError {
+        if let Some(db) = source.as_db_error() {
+            let detail: serde_json::Value = db.detail().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+            match db.code().code() {
+                SQLSTATE_VERSION_CONFLICT => {
+                    return StoreError::VersionConflict {
+                        stream_id: detail["stream_id"].as_str().unwrap_or_default().to_string(),
+                        expected,
+                        actual: detail["actual"].as_i64().unwrap_or(-1),
+                    }
+                }
+                SQLSTATE_EVENT_ID_REUSED => {
+                    let event_id = detail["event_id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
+                    return StoreError::EventIdReused { event_id, detail: db.message().to_string() };
+                }
+                // An id stored by another append, met past the first event of this one.
+                "23505" if db.constraint() == Some("events_event_id_key") => {
+                    let event_id = db
+                        .detail()
+                        .and_then(|d| d.split('(').nth(2))
+                        .and_then(|s| s.split(')').next())
+                        .and_then(|s| s.parse().ok())
+                        .or_else(|| event_ids.first().copied())
+                        .unwrap_or_default();
+                    return StoreError::EventIdReused { event_id, detail: db.detail().unwrap_or_default().to_string() };
+                }
+                _ => {}
+            }
+        }
+        StoreError::Database { context: context.into(), source }
+    }
+
+    /// Whether reloading the stream and deciding again can succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::VersionConflict { .. })
+    }
 }
 
 /// A PostgreSQL 64-bit transaction id (`xid8`, from `pg_current_xact_id()`): it never wraps

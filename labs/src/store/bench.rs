@@ -1,0 +1,545 @@
+//! `labs bench store`: the store's append shapes and readers against their ceilings, in one run
+//! on one server, so the ratios compare like with like on a shared, noisy machine.
+//!
+//! Ceilings: a plain binary COPY of the same rows into the same table and indexes (for the
+//! append shapes), a plain single-row INSERT per transaction (for one event per transaction:
+//! the store's checks must not cost group commit), and `position > checkpoint` (for the
+//! watermark reader). Every figure is the median of `runs`; the shapes run in turn within each
+//! run, each after a TRUNCATE and a CHECKPOINT so each starts from the same state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::pin_mut;
+use serde::Serialize;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::{append, append_bulk, ExpectedVersion, NewEvent, StoreError, StreamAppend};
+use crate::pg::{ProviderError, Server};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{context}: {source}")]
+    Database {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> BenchError + '_ {
+    move |source| BenchError::Database { context: context.to_string(), source }
+}
+
+/// How much each shape writes; `scale` multiplies them all (1.0 takes about 12 s a run here).
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    pub runs: usize,
+    pub scale: f64,
+    /// Only these shapes (by [`shape_ids`]) and their ceilings; None for all.
+    pub only: Option<&'static [&'static str]>,
+}
+
+/// The shapes' short names, for `labs bench store --only`.
+pub fn shape_ids() -> Vec<&'static str> {
+    SHAPES.iter().map(|s| s.id()).collect()
+}
+
+/// One shape's medians. `ratio_to_ceiling` is the median of the run-by-run ratios.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapeResult {
+    pub shape: &'static str,
+    pub writers: usize,
+    pub events: u64,
+    pub median_seconds: f64,
+    pub events_per_second: f64,
+    pub wal_bytes_per_event: f64,
+    /// Events/s over the shape's ceiling's events/s, measured in the same runs.
+    pub ratio_to_ceiling: Option<f64>,
+    pub ceiling: Option<&'static str>,
+    pub target: Option<f64>,
+    pub meets_target: Option<bool>,
+}
+
+/// The watermark's cost, measured: a transaction that has a transaction id and stays open, in
+/// another database of the same cluster, holds back the watermark reader until it ends.
+#[derive(Clone, Debug, Serialize)]
+pub struct WatermarkStall {
+    /// Where the open transaction was (another database when the server allows creating one).
+    pub open_transaction_in: String,
+    pub held_open_seconds: f64,
+    /// From the append's commit until each reader returned the event.
+    pub position_reader_seconds: f64,
+    pub watermark_reader_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub server: String,
+    pub fsync: String,
+    pub synchronous_commit: String,
+    pub runs: usize,
+    pub shapes: Vec<ShapeResult>,
+    pub watermark_stall: WatermarkStall,
+}
+
+impl BenchReport {
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "labs bench store: {} (fsync {}, synchronous_commit {}), median of {} runs\n\n",
+            self.server, self.fsync, self.synchronous_commit, self.runs
+        );
+        out += &format!(
+            "{:<34} {:>7} {:>8} {:>10} {:>9}  {:<26} {}\n",
+            "shape", "writers", "events", "events/s", "WAL B/ev", "ratio to ceiling", "target"
+        );
+        for s in &self.shapes {
+            let ratio = match (s.ratio_to_ceiling, s.ceiling) {
+                (Some(r), Some(c)) => format!("{:>5.0}% of {c}", r * 100.0),
+                _ => "ceiling".to_string(),
+            };
+            let target = match (s.target, s.meets_target) {
+                (Some(t), Some(true)) => format!(">= {:.0}%: met", t * 100.0),
+                (Some(t), Some(false)) => format!(">= {:.0}%: NOT met", t * 100.0),
+                _ => String::new(),
+            };
+            out += &format!(
+                "{:<34} {:>7} {:>8} {:>10.0} {:>9.0}  {:<26} {}\n",
+                s.shape, s.writers, s.events, s.events_per_second, s.wal_bytes_per_event, ratio, target
+            );
+        }
+        let w = &self.watermark_stall;
+        out += &format!(
+            "\nThe watermark's cost: a transaction holding a transaction id, left open for {:.2} s in {},\n\
+             delayed the watermark reader by {:.2} s; the position reader saw the same event after {:.3} s.\n",
+            w.held_open_seconds, w.open_transaction_in, w.watermark_reader_seconds, w.position_reader_seconds
+        );
+        out
+    }
+}
+
+/// Fresh event ids for every run: the unique index must see new keys, as in production.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn new_event(kind: &str) -> NewEvent {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    NewEvent::new(Uuid::from_u128(0xbe00_0000_0000_0000_0000_0000_0000_0000 | n as u128), kind, serde_json::json!({ "amount_cents": n % 10_000, "currency": "EUR" }))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    CopyCeiling,
+    Bulk,
+    InsertSingle16,
+    AppendSingle1,
+    AppendSingle16,
+    AppendBatch100x1,
+    AppendBatch100x4,
+    ReadNaive,
+    ReadWatermark,
+}
+
+impl Shape {
+    fn id(self) -> &'static str {
+        match self {
+            Shape::CopyCeiling => "copy",
+            Shape::Bulk => "bulk",
+            Shape::InsertSingle16 => "insert-16",
+            Shape::AppendSingle1 => "append-1",
+            Shape::AppendSingle16 => "append-16",
+            Shape::AppendBatch100x1 => "batch100-1",
+            Shape::AppendBatch100x4 => "batch100-4",
+            Shape::ReadNaive => "read-naive",
+            Shape::ReadWatermark => "read-watermark",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Shape::CopyCeiling => "plain COPY (ceiling)",
+            Shape::Bulk => "bulk path (COPY + checks)",
+            Shape::InsertSingle16 => "plain INSERT, 1 event/tx (ceiling)",
+            Shape::AppendSingle1 => "append, 1 event/tx",
+            Shape::AppendSingle16 => "append, 1 event/tx",
+            Shape::AppendBatch100x1 => "append, batches of 100",
+            Shape::AppendBatch100x4 => "append, batches of 100",
+            Shape::ReadNaive => "read: position > checkpoint (ceiling)",
+            Shape::ReadWatermark => "read: watermark (read_all_after)",
+        }
+    }
+    fn writers(self) -> usize {
+        match self {
+            Shape::InsertSingle16 | Shape::AppendSingle16 => 16,
+            Shape::AppendBatch100x4 => 4,
+            _ => 1,
+        }
+    }
+    /// (ceiling, target ratio) from the issue.
+    fn ceiling(self) -> Option<(Shape, f64)> {
+        match self {
+            Shape::Bulk => Some((Shape::CopyCeiling, 0.8)),
+            Shape::AppendBatch100x1 => Some((Shape::CopyCeiling, 0.4)),
+            Shape::AppendBatch100x4 => Some((Shape::CopyCeiling, 0.8)),
+            Shape::AppendSingle16 => Some((Shape::InsertSingle16, 0.9)),
+            Shape::AppendSingle1 => Some((Shape::CopyCeiling, 0.0)),
+            Shape::InsertSingle16 => Some((Shape::CopyCeiling, 0.0)),
+            Shape::ReadWatermark => Some((Shape::ReadNaive, 0.8)),
+            Shape::CopyCeiling | Shape::ReadNaive => None,
+        }
+    }
+}
+
+const SHAPES: [Shape; 9] = [
+    Shape::CopyCeiling,
+    Shape::Bulk,
+    Shape::InsertSingle16,
+    Shape::AppendSingle1,
+    Shape::AppendSingle16,
+    Shape::AppendBatch100x1,
+    Shape::AppendBatch100x4,
+    Shape::ReadNaive,
+    Shape::ReadWatermark,
+];
+
+/// Runs every shape `runs` times on `server` and reports medians and ratios.
+pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, BenchError> {
+    let admin = server.connect().await?;
+    super::install(&admin).await.map_err(db("installing the store"))?;
+    let setting = |name: &'static str| {
+        let admin = &admin;
+        async move { admin.query_one(&format!("SHOW {name}"), &[]).await.map(|r| r.get::<_, String>(0)) }
+    };
+    // Each shape starts from a TRUNCATE and writes up to 100,000 rows: autovacuum would wake up
+    // on the table at random moments and take CPU from whichever shape runs then. Off for the
+    // benchmark's table only; a production events table keeps it on (and tuned).
+    admin
+        .batch_execute("ALTER TABLE events SET (autovacuum_enabled = false)")
+        .await
+        .map_err(db("turning autovacuum off for the benchmark's table"))?;
+    let fsync = setting("fsync").await.map_err(db("SHOW fsync"))?;
+    let synchronous_commit = setting("synchronous_commit").await.map_err(db("SHOW synchronous_commit"))?;
+    let scaled = |n: f64| ((n * options.scale).round() as u64).max(1);
+    let mut samples: Vec<Vec<(u64, Duration, u64)>> = vec![Vec::new(); SHAPES.len()];
+    let selected: Vec<bool> = SHAPES
+        .iter()
+        .map(|s| match options.only {
+            None => true,
+            Some(only) => only.iter().any(|id| *id == s.id() || SHAPES.iter().any(|o| o.id() == *id && o.ceiling().map(|c| c.0) == Some(*s))),
+        })
+        .collect();
+    for run in 0..options.runs {
+        // Odd runs go through the shapes backwards, so no shape always runs right after a
+        // heavy one (or always first): drift on a shared machine spreads over both sides of
+        // each ratio, and ratios are taken run by run.
+        let mut order: Vec<usize> = (0..SHAPES.len()).filter(|i| selected[*i]).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        let mut readers_data = false;
+        for i in order {
+            let shape = SHAPES[i];
+            progress(&format!("run {}/{}: {} ({} writers)", run + 1, options.runs, shape.name(), shape.writers()));
+            let is_read = matches!(shape, Shape::ReadNaive | Shape::ReadWatermark);
+            if !is_read {
+                admin.batch_execute("TRUNCATE events").await.map_err(db("TRUNCATE events"))?;
+                readers_data = false;
+            } else if !readers_data {
+                // The readers' data, written once per run through the bulk path; both readers
+                // read the same rows.
+                admin.batch_execute("TRUNCATE events").await.map_err(db("TRUNCATE events"))?;
+                fill(server, scaled(100_000.0)).await?;
+                admin.batch_execute("VACUUM ANALYZE events").await.map_err(db("VACUUM ANALYZE events"))?;
+                readers_data = true;
+            }
+            // CHECKPOINT so every shape pays the same full-page writes; needs a superuser, which
+            // the container and local servers give. Without it the WAL figures are noisier.
+            let _ = admin.batch_execute("CHECKPOINT").await;
+            // Sessions are opened before the clock starts: connecting (SCRAM authentication) is
+            // not what is measured.
+            let mut clients = Vec::new();
+            for _ in 0..shape.writers() {
+                clients.push(server.connect().await?);
+            }
+            let lsn_before: String = admin.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.map_err(db("reading the WAL position"))?.get(0);
+            let started = Instant::now();
+            let events = match shape {
+                Shape::CopyCeiling => copy_ceiling(clients, scaled(100_000.0)).await?,
+                Shape::Bulk => bulk(clients, scaled(100_000.0)).await?,
+                Shape::InsertSingle16 => single(clients, scaled(1_000.0), true).await?,
+                Shape::AppendSingle1 => single(clients, scaled(2_500.0), false).await?,
+                Shape::AppendSingle16 => single(clients, scaled(1_000.0), false).await?,
+                Shape::AppendBatch100x1 => batches(clients, scaled(300.0)).await?,
+                Shape::AppendBatch100x4 => batches(clients, scaled(150.0)).await?,
+                Shape::ReadNaive => read_all(clients, false).await?,
+                Shape::ReadWatermark => read_all(clients, true).await?,
+            };
+            let elapsed = started.elapsed();
+            let wal: i64 = admin
+                .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn)::bigint", &[&lsn_before])
+                .await
+                .map_err(db("measuring WAL"))?
+                .get(0);
+            samples[i].push((events, elapsed, wal.max(0) as u64));
+        }
+    }
+
+    let rate = |i: usize| -> (u64, Duration, f64, f64) {
+        let mut s = samples[i].clone();
+        s.sort_by_key(|x| x.1);
+        let (events, median, _) = s[s.len() / 2];
+        let mut wal: Vec<f64> = samples[i].iter().map(|(e, _, w)| *w as f64 / *e as f64).collect();
+        wal.sort_by(|a, b| a.total_cmp(b));
+        (events, median, events as f64 / median.as_secs_f64(), wal[wal.len() / 2])
+    };
+    let index = |shape: Shape| SHAPES.iter().position(|&s| s == shape).expect("every shape is listed");
+    let _ = &rate;
+    let mut shapes = Vec::new();
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        if !selected[i] {
+            continue;
+        }
+        let (events, median, per_second, wal) = rate(i);
+        let is_read = matches!(shape, Shape::ReadNaive | Shape::ReadWatermark);
+        let (ratio, ceiling, target) = match shape.ceiling().filter(|(c, _)| selected[index(*c)]) {
+            Some((c, target)) => {
+                // The median of run-by-run ratios: each pairs two measurements minutes apart.
+                let c = index(c);
+                let mut ratios: Vec<f64> = samples[i]
+                    .iter()
+                    .zip(&samples[c])
+                    .map(|(own, ceiling)| (own.0 as f64 / own.1.as_secs_f64()) / (ceiling.0 as f64 / ceiling.1.as_secs_f64()))
+                    .collect();
+                ratios.sort_by(|a, b| a.total_cmp(b));
+                let target = if target > 0.0 { Some(target) } else { None };
+                (Some(ratios[ratios.len() / 2]), Some(SHAPES[c].name()), target)
+            }
+            None => (None, None, None),
+        };
+        shapes.push(ShapeResult {
+            shape: shape.name(),
+            writers: shape.writers(),
+            events,
+            median_seconds: median.as_secs_f64(),
+            events_per_second: per_second.round(),
+            wal_bytes_per_event: if is_read { 0.0 } else { wal.round() },
+            ratio_to_ceiling: ratio.map(|r| (r * 1000.0).round() / 1000.0),
+            ceiling,
+            target,
+            meets_target: target.zip(ratio).map(|(t, r)| r >= t),
+        });
+    }
+    progress("the watermark's cost: an open transaction in another database");
+    let watermark_stall = watermark_stall(server, &admin).await?;
+    Ok(BenchReport { server: server.describe(), fsync, synchronous_commit, runs: options.runs, shapes, watermark_stall })
+}
+
+/// 100-event streams, new each time, as one bulk append or one COPY would carry them.
+fn stream_batch(streams: usize) -> Vec<StreamAppend> {
+    (0..streams)
+        .map(|_| StreamAppend {
+            stream_id: format!("account-{}", Uuid::from_u128(NEXT_ID.fetch_add(1, Ordering::Relaxed) as u128).simple()),
+            expected: ExpectedVersion::NoStream,
+            events: (0..100).map(|_| new_event("Deposited")).collect(),
+        })
+        .collect()
+}
+
+/// Chunks of 5,000 events (50 streams of 100), one transaction each, for both COPY shapes.
+const CHUNK_STREAMS: usize = 50;
+
+async fn copy_ceiling(clients: Vec<Client>, events: u64) -> Result<u64, BenchError> {
+    let mut client = one(clients);
+    let mut written = 0;
+    while written < events {
+        let chunk = stream_batch(CHUNK_STREAMS);
+        let tx = client.transaction().await.map_err(db("BEGIN"))?;
+        let sink = tx
+            .copy_in("COPY events (event_id, stream_id, version, type, data, metadata) FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(db("COPY"))?;
+        let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB]);
+        pin_mut!(writer);
+        for a in &chunk {
+            for (i, e) in a.events.iter().enumerate() {
+                let version = i as i64 + 1;
+                let row: [&(dyn ToSql + Sync); 6] = [&e.event_id, &a.stream_id, &version, &e.event_type, &e.data, &e.metadata];
+                writer.as_mut().write(&row).await.map_err(db("COPY row"))?;
+            }
+        }
+        writer.as_mut().finish().await.map_err(db("COPY finish"))?;
+        tx.commit().await.map_err(db("COMMIT"))?;
+        written += (CHUNK_STREAMS * 100) as u64;
+    }
+    Ok(written)
+}
+
+/// The single session of a one-writer shape.
+fn one(clients: Vec<Client>) -> Client {
+    clients.into_iter().next().expect("one session per writer")
+}
+
+async fn bulk(clients: Vec<Client>, events: u64) -> Result<u64, BenchError> {
+    let mut client = one(clients);
+    let mut written = 0;
+    while written < events {
+        append_bulk(&mut client, &stream_batch(CHUNK_STREAMS)).await?;
+        written += (CHUNK_STREAMS * 100) as u64;
+    }
+    Ok(written)
+}
+
+async fn fill(server: &Server, events: u64) -> Result<(), BenchError> {
+    bulk(vec![server.connect().await?], events).await.map(|_| ())
+}
+
+/// `writers` sessions, each committing one event per transaction to its own ten streams, with
+/// the expected version checked (the store) or as a bare INSERT (the ceiling).
+async fn single(clients: Vec<Client>, per_writer: u64, plain_insert: bool) -> Result<u64, BenchError> {
+    let mut tasks = Vec::new();
+    for (w, client) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let prefix = Uuid::from_u128(NEXT_ID.fetch_add(1, Ordering::Relaxed) as u128).simple().to_string();
+            let mut versions = [0i64; 10];
+            for n in 0..per_writer as usize {
+                let stream = format!("account-{prefix}-{w}-{}", n % 10);
+                let e = new_event("Deposited");
+                if plain_insert {
+                    let version = versions[n % 10] + 1;
+                    // Typed, one round trip: the same client path as the store's append.
+                    client
+                        .query_typed(
+                            "INSERT INTO events (event_id, stream_id, version, type, data, metadata) VALUES ($1, $2, $3, $4, $5, $6)",
+                            &[
+                                (&e.event_id, Type::UUID),
+                                (&stream, Type::TEXT),
+                                (&version, Type::INT8),
+                                (&e.event_type, Type::TEXT),
+                                (&e.data, Type::JSONB),
+                                (&e.metadata, Type::JSONB),
+                            ],
+                        )
+                        .await
+                        .map_err(db("INSERT"))?;
+                } else {
+                    let expected = if versions[n % 10] == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(versions[n % 10]) };
+                    append(&client, &stream, expected, std::slice::from_ref(&e)).await?;
+                }
+                versions[n % 10] += 1;
+            }
+            Ok::<u64, BenchError>(per_writer)
+        }));
+    }
+    join(tasks).await
+}
+
+async fn batches(clients: Vec<Client>, per_writer: u64) -> Result<u64, BenchError> {
+    let mut tasks = Vec::new();
+    for client in clients {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_writer {
+                let batch = stream_batch(1).pop().expect("one stream");
+                append(&client, &batch.stream_id, batch.expected, &batch.events).await?;
+            }
+            Ok::<u64, BenchError>(per_writer * 100)
+        }));
+    }
+    join(tasks).await
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<Result<u64, BenchError>>>) -> Result<u64, BenchError> {
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("benchmark task panicked")?;
+    }
+    Ok(total)
+}
+
+/// Reads the whole table in batches of 1,000, following each reader's own checkpoint.
+async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchError> {
+    let client = one(clients);
+    let read = Arc::new(AtomicU64::new(0));
+    if watermark {
+        let mut after: Option<String> = None;
+        loop {
+            let rows = client.query(super::read::READ_ALL_SQL, &[&after, &1_000i32]).await.map_err(db("read_all_after"))?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.get(0));
+            read.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
+    } else {
+        let mut after = 0i64;
+        loop {
+            let rows = client
+                .query(
+                    "SELECT position, event_id, stream_id, version, type, data, metadata
+                     FROM events WHERE position > $1 ORDER BY position LIMIT 1000",
+                    &[&after],
+                )
+                .await
+                .map_err(db("naive read"))?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            read.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(read.load(Ordering::Relaxed))
+}
+
+/// Opens a transaction elsewhere in the cluster, gives it a transaction id, appends one event,
+/// and times how long each reader takes to return it; then ends the transaction.
+async fn watermark_stall(server: &Server, admin: &Client) -> Result<WatermarkStall, BenchError> {
+    const HOLD: Duration = Duration::from_secs(1);
+    admin.batch_execute("TRUNCATE events").await.map_err(db("TRUNCATE events"))?;
+    // Another database, if this server lets us make one (not always so with --pg url).
+    let mut config = server.config();
+    let own = config.get_dbname().unwrap_or("postgres").to_string();
+    let elsewhere = admin.batch_execute("CREATE DATABASE labs_bench_elsewhere").await.is_ok();
+    if elsewhere {
+        config.dbname("labs_bench_elsewhere");
+    }
+    let (other, connection) = config.connect(tokio_postgres::NoTls).await.map_err(db("connecting to the other database"))?;
+    tokio::spawn(connection);
+    // pg_current_xact_id() assigns a transaction id without writing anything: an idle session
+    // that has written once, as an application's forgotten transaction would be.
+    other.batch_execute("BEGIN; SELECT pg_current_xact_id();").await.map_err(db("opening the other transaction"))?;
+    let reader = server.connect().await?;
+    append(admin, "account-stall", ExpectedVersion::Any, &[new_event("Deposited")]).await?;
+    let committed = Instant::now();
+    let end_other = tokio::spawn(async move {
+        tokio::time::sleep(HOLD).await;
+        other.batch_execute("COMMIT").await.map(|_| other)
+    });
+    let mut position_seen = None;
+    let mut watermark_seen = None;
+    while watermark_seen.is_none() && committed.elapsed() < Duration::from_secs(30) {
+        if position_seen.is_none() {
+            let n: i64 = reader.query_one("SELECT count(*) FROM events WHERE position > 0", &[]).await.map_err(db("position read"))?.get(0);
+            if n > 0 {
+                position_seen = Some(committed.elapsed());
+            }
+        }
+        let rows = reader.query(super::read::READ_ALL_SQL, &[&None::<String>, &10i32]).await.map_err(db("read_all_after"))?;
+        if !rows.is_empty() {
+            watermark_seen = Some(committed.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let other = end_other.await.expect("the other session's task panicked").map_err(db("ending the other transaction"))?;
+    drop(other);
+    if elsewhere {
+        let _ = admin.batch_execute("DROP DATABASE labs_bench_elsewhere WITH (FORCE)").await;
+    }
+    Ok(WatermarkStall {
+        open_transaction_in: if elsewhere { "another database".into() } else { format!("the same database ({own})") },
+        held_open_seconds: HOLD.as_secs_f64(),
+        position_reader_seconds: position_seen.unwrap_or_default().as_secs_f64(),
+        watermark_reader_seconds: watermark_seen.unwrap_or_default().as_secs_f64(),
+    })
+}

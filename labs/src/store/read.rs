@@ -1,0 +1,90 @@
+//! Reading: one stream forward, and all streams in an order no later commit can precede.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::{StoreError, TransactionId};
+
+/// The contract's read, as the server runs it (see `read_all_after` in schema.sql).
+pub const READ_ALL_SQL: &str =
+    "SELECT checkpoint, event_id, stream_id, version, type, data, metadata FROM read_all_after($1, $2)";
+
+/// An event as it was stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordedEvent {
+    /// Where a reader resumes after this event (for a stream read, the stream and version).
+    pub checkpoint: String,
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+impl RecordedEvent {
+    /// From a row of the contract's read: (checkpoint, event_id, stream_id, version, type, data, metadata).
+    pub fn from_row(row: &Row) -> RecordedEvent {
+        RecordedEvent {
+            checkpoint: row.get(0),
+            event_id: row.get(1),
+            stream_id: row.get(2),
+            version: row.get(3),
+            event_type: row.get(4),
+            data: row.get(5),
+            metadata: row.get(6),
+        }
+    }
+}
+
+/// The reference store's checkpoint: the last event read, as (transaction id, position).
+/// Written `xid:position`, the text form `read_all_after` takes and returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Checkpoint {
+    pub transaction_id: TransactionId,
+    pub position: i64,
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transaction_id, self.position)
+    }
+}
+
+impl FromStr for Checkpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Checkpoint, String> {
+        let (xid, position) = s.split_once(':').ok_or_else(|| format!("checkpoint '{s}' is not 'xid:position'"))?;
+        Ok(Checkpoint {
+            transaction_id: TransactionId(xid.parse().map_err(|_| format!("checkpoint '{s}': '{xid}' is not a transaction id"))?),
+            position: position.parse().map_err(|_| format!("checkpoint '{s}': '{position}' is not a position"))?,
+        })
+    }
+}
+
+/// Up to `max_count` events after `after` (None: from the start), behind the watermark.
+pub async fn read_all_after(client: &impl GenericClient, after: Option<&str>, max_count: i32) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = client
+        .query(READ_ALL_SQL, &[&after, &max_count])
+        .await
+        .map_err(|source| StoreError::Database { context: "reading all streams".into(), source })?;
+    Ok(rows.iter().map(RecordedEvent::from_row).collect())
+}
+
+/// One stream's events from `from_version` on, in version order: what a command handler loads
+/// before deciding. Uses the unique (stream_id, version) index.
+pub async fn read_stream(client: &impl GenericClient, stream_id: &str, from_version: i64, max_count: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT stream_id || '@' || version, event_id, stream_id, version, type, data, metadata
+             FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
+            &[&stream_id, &from_version, &max_count],
+        )
+        .await
+        .map_err(|source| StoreError::Database { context: format!("reading stream {stream_id}"), source })?;
+    Ok(rows.iter().map(RecordedEvent::from_row).collect())
+}

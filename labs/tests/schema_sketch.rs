@@ -1,0 +1,122 @@
+//! Activity 3, Schema Sketch: the day at the bank, `labs schema verify` on the reference and
+//! the flawed fixture schemas, and the transfer exercise's check.
+
+use std::path::{Path, PathBuf};
+
+use labs::pg::{ProviderConfig, Server};
+use labs::schema_sketch::{check, scenario};
+use labs::store::conformance::{verify, VerifyReport};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn fresh_server() -> Server {
+    let config = ProviderConfig::from_env(None).expect("LABS_PG is valid");
+    Server::start(&config, &[]).await.expect("a PostgreSQL server for the lab (see `labs doctor`)")
+}
+
+/// Verifies a schema file (path relative to the repository) on a fresh server.
+async fn verify_file(relative: &str) -> VerifyReport {
+    let sql = std::fs::read_to_string(root().join(relative)).unwrap();
+    let server = fresh_server().await;
+    let report = verify(&server, &sql, relative).await.unwrap();
+    server.shutdown().await.unwrap();
+    report
+}
+
+fn failing(report: &VerifyReport) -> Vec<&str> {
+    report.checks.iter().filter(|c| !c.passed).map(|c| c.name).collect()
+}
+
+/// Counts under random load vary from run to run; the checks' verdicts and reasons do not.
+fn assert_verify_snapshot(name: &str, report: &VerifyReport) {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"reader (\d): \d+ missed, \d+ twice, \d+ out of stream order", "reader $1: [N] missed, [N] twice, [N] out of stream order");
+    settings.add_filter(r"\d+ of (\d+) acknowledged appends", "[N] of $1 acknowledged appends");
+    settings.bind(|| insta::assert_snapshot!(name, report.to_text()));
+}
+
+#[tokio::test]
+async fn the_day_at_the_bank_rejects_the_overdraft_reports_the_conflict_and_replays_to_the_same_balances() {
+    let server = fresh_server().await;
+    let report = scenario::run(&server).await.unwrap();
+    server.shutdown().await.unwrap();
+
+    let balances: Vec<(&str, i64)> = report.balances.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(balances, vec![("alice", 4_500), ("bob", 2_000), ("carol", 4_500)]);
+    assert_eq!(report.balances, report.loaded_balances);
+    assert!(report.replay_matches);
+    let counts: Vec<(&str, usize)> = report.streams.iter().map(|(k, v)| (k.as_str(), v.events)).collect();
+    assert_eq!(counts, vec![("account-alice", 4), ("account-bob", 4), ("account-carol", 3)]);
+    let outcomes: Vec<&str> = report.steps.iter().map(|s| s.outcome.as_str()).collect();
+    assert!(outcomes.contains(&"wrong expected version for stream account-bob: expected 3, actual 4"), "{outcomes:#?}");
+    assert_eq!(outcomes.iter().filter(|o| o.starts_with("rejected: ")).count(), 2, "the overdraft, and teller 2 after reloading");
+    // Each stream replays in version order.
+    for stream in report.streams.keys() {
+        let versions: Vec<i64> = report.replay.iter().filter(|e| &e.stream_id == stream).map(|e| e.version).collect();
+        assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "{stream}");
+    }
+    insta::assert_snapshot!("run_text", report.to_text());
+}
+
+#[tokio::test]
+async fn the_reference_schema_passes_every_conformance_check() {
+    let report = verify_file("labs/src/store/schema.sql").await;
+    assert!(report.passed, "{}", report.to_text());
+    assert_eq!(report.checks.len(), 10);
+    assert_verify_snapshot("verify_reference", &report);
+}
+
+#[tokio::test]
+async fn a_reader_that_trusts_positions_fails_for_skipping_events() {
+    let report = verify_file("fixtures/03-schema-sketch/flawed-naive-position.sql").await;
+    assert_eq!(failing(&report), vec!["concurrent-readers"], "{}", report.to_text());
+    assert_verify_snapshot("verify_naive_position", &report);
+}
+
+#[tokio::test]
+async fn an_append_that_swallows_conflicts_fails_for_silent_conflicts_and_lost_writes() {
+    let report = verify_file("fixtures/03-schema-sketch/flawed-silent-conflict.sql").await;
+    assert_eq!(failing(&report), vec!["conflict-detected", "concurrent-readers", "conflicts-under-race"], "{}", report.to_text());
+    assert_verify_snapshot("verify_silent_conflict", &report);
+}
+
+#[tokio::test]
+async fn a_store_without_event_identity_fails_the_retry_checks() {
+    let report = verify_file("fixtures/03-schema-sketch/flawed-no-idempotency.sql").await;
+    assert_eq!(failing(&report), vec!["idempotent-retry", "reused-id-rejected"], "{}", report.to_text());
+    assert_verify_snapshot("verify_no_idempotency", &report);
+}
+
+#[tokio::test]
+async fn malformed_sql_is_reported_with_the_servers_error_and_its_line_and_column() {
+    let server = fresh_server().await;
+    let sql = "CREATE TABLE events (id bigint);\n\nCREATE FUNCTON oops() RETURNS int LANGUAGE sql AS 'SELECT 1';\n";
+    let report = verify(&server, sql, "bad.sql").await.unwrap();
+    let missing = verify(&server, "CREATE TABLE unrelated (id int);", "empty.sql").await.unwrap();
+    server.shutdown().await.unwrap();
+    assert!(!report.passed);
+    assert_eq!(report.checks.len(), 1, "nothing else runs on a schema that does not load");
+    let summary = &report.checks[0].summary;
+    assert!(summary.starts_with("bad.sql:3:8: syntax error at or near \"FUNCTON\" (SQLSTATE 42601)"), "{summary}");
+    assert_eq!(failing(&missing), vec!["contract"]);
+    assert!(missing.checks[1].summary.contains("append_to_stream(text,bigint,uuid[],text[],jsonb[],jsonb[])"), "{}", missing.to_text());
+}
+
+/// `labs check` must be able to fail: the given transfer overdraws in the scripted race, the
+/// solution passes every check.
+#[tokio::test]
+async fn the_check_fails_the_given_transfer_and_passes_the_solution() {
+    let server = fresh_server().await;
+    let given = check::check(&server, check::Handler::Exercise).await.unwrap();
+    server.shutdown().await.unwrap();
+    assert!(!given.passed, "{}", given.to_text());
+    assert!(!given.checks[0].passed, "the scripted race must catch the given transfer:\n{}", given.to_text());
+    assert!(given.checks[0].detail.contains("alice is at -60.00"), "{}", given.checks[0].detail);
+
+    let server = fresh_server().await;
+    let solution = check::check(&server, check::Handler::Solution).await.unwrap();
+    server.shutdown().await.unwrap();
+    assert!(solution.passed, "{}", solution.to_text());
+}
