@@ -10,3 +10,4 @@ pub mod pg;
 pub mod rng;
 pub mod schema_sketch;
 pub mod store;
+pub mod wal_race;

@@ -4,6 +4,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -39,6 +41,8 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        race: RaceArgs,
     },
     /// Check your exercise for an activity: fails until it is solved.
     Check {
@@ -63,6 +67,38 @@ enum Command {
     /// Benchmarks you can rerun: figures are medians, ratios compare runs on the same server.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+/// Options of `labs run wal-race` (activity 4).
+#[derive(clap::Args)]
+struct RaceArgs {
+    /// wal-race: the short race, under a minute (1, 4 and 16 writers, 0.7 s a point).
+    #[arg(long, help_heading = "wal-race")]
+    quick: bool,
+    /// wal-race: only these strategies, comma-separated (see --list).
+    #[arg(long, value_delimiter = ',', help_heading = "wal-race")]
+    strategies: Vec<String>,
+    /// wal-race: writer counts, comma-separated (default 1,2,4,8,16).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "wal-race")]
+    writers: Vec<u16>,
+    /// wal-race: seconds per point (default 2.5).
+    #[arg(long, allow_negative_numbers = true, help_heading = "wal-race")]
+    seconds: Option<f64>,
+    /// wal-race: where to write results.json, results.csv, race.txt and the SVG charts.
+    #[arg(long, default_value = "target/wal-race", help_heading = "wal-race")]
+    out: PathBuf,
+    /// wal-race: no server; show the saved result set (fixtures/04-wal-race/saved) instead.
+    #[arg(long, help_heading = "wal-race")]
+    saved: bool,
+    /// wal-race: list the strategies and exit.
+    #[arg(long, help_heading = "wal-race")]
+    list: bool,
+}
+
+impl RaceArgs {
+    fn given(&self) -> bool {
+        self.quick || !self.strategies.is_empty() || !self.writers.is_empty() || self.seconds.is_some() || self.saved || self.list
+    }
 }
 
 #[derive(Subcommand)]
@@ -152,7 +188,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let course = Course::load();
     match cli.command {
         Command::List { json } => list(&course, json),
-        Command::Run { lab, json } => run(&course, &lab, json, cli.pg).await,
+        Command::Run { lab, json, race } => {
+            if lab == "wal-race" {
+                return run_wal_race(&course, race, json, cli.pg).await;
+            }
+            if race.given() {
+                bail!("--quick, --strategies, --writers, --seconds, --saved and --list are options of `labs run wal-race`, not of {lab}");
+            }
+            run(&course, &lab, json, cli.pg).await
+        }
         Command::Check { lab, solution, json } => check(&course, &lab, solution, json, cli.pg).await,
         Command::Doctor { json } => doctor(cli.pg, json).await,
         Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
@@ -216,6 +260,17 @@ async fn with_server<T>(
     needs: &[pg::Capability],
     work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
 ) -> Result<Option<T>> {
+    with_server_stoppable(backend, needs, None, work).await
+}
+
+/// As [`with_server`]; with `stop`, the first Ctrl-C during the work sets it and lets the work
+/// wind down and report (a second Ctrl-C abandons it).
+async fn with_server_stoppable<T>(
+    backend: Option<Backend>,
+    needs: &[pg::Capability],
+    stop: Option<Arc<AtomicBool>>,
+    work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
+) -> Result<Option<T>> {
     // Registered before anything starts, so no Ctrl-C falls through to the default (exit at once).
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let start = start_server(backend, needs);
@@ -233,9 +288,21 @@ async fn with_server<T>(
     let outcome = if interrupted {
         None
     } else {
-        tokio::select! {
-            result = work(&server) => Some(result),
-            _ = sigint.recv() => None,
+        let work = work(&server);
+        tokio::pin!(work);
+        let mut asked_to_stop = false;
+        loop {
+            tokio::select! {
+                result = &mut work => break Some(result),
+                _ = sigint.recv() => match &stop {
+                    Some(flag) if !asked_to_stop => {
+                        asked_to_stop = true;
+                        flag.store(true, Ordering::SeqCst);
+                        eprintln!("\ninterrupted: finishing the current step, then reporting what was measured (Ctrl-C again to abandon)");
+                    }
+                    _ => break None,
+                },
+            }
         }
     };
     if let Err(e) = server.shutdown().await {
@@ -307,6 +374,134 @@ async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: 
     let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
     print_report(json, &report, report.to_text())?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn run_wal_race(course: &Course, args: RaceArgs, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    use labs::wal_race::{self, race::Progress, strategy::Strategy};
+    if args.list {
+        print!("{}", wal_race::report::strategies_text());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.saved {
+        let dir = wal_race::saved_dir();
+        let mut report = wal_race::read_results(&dir).map_err(anyhow::Error::msg)?;
+        // The walls are named again by this build's detector, from the saved measurements.
+        report.strategies = wal_race::race::summarize(&report.strategies.iter().map(|s| s.strategy).collect::<Vec<_>>(), &report.points);
+        eprintln!("the saved result set in {} (see PROVENANCE.md there); no server was started", dir.display());
+        let command = wal_race::saved_command(&dir).unwrap_or_else(|| "labs run wal-race".into());
+        let written = wal_race::write_results(&report, &args.out, &command).with_context(|| format!("writing into {}", args.out.display()))?;
+        print_report(json, &report, report.to_text())?;
+        eprintln!("written: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(activity) = ready_activity(course, "wal-race")? else { return Ok(ExitCode::from(EXIT_NOT_AVAILABLE)) };
+    let mut options = if args.quick { wal_race::RaceOptions::quick() } else { wal_race::RaceOptions::full() };
+    if !args.strategies.is_empty() {
+        options.strategies = Vec::new();
+        for id in &args.strategies {
+            let Some(s) = Strategy::from_id(id) else {
+                let ids: Vec<&str> = wal_race::strategy::ALL.iter().map(|s| s.id()).collect();
+                bail!("unknown strategy '{id}'; the strategies are: {}", ids.join(", "));
+            };
+            if !options.strategies.contains(&s) {
+                options.strategies.push(s);
+            }
+        }
+    }
+    if !args.writers.is_empty() {
+        let mut writers: Vec<usize> = args.writers.iter().map(|w| *w as usize).collect();
+        writers.sort_unstable();
+        writers.dedup();
+        options.writers = writers;
+    }
+    if let Some(seconds) = args.seconds {
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 600.0) {
+            bail!("--seconds must be above 0 and at most 600, not {seconds}");
+        }
+        options.seconds = seconds;
+    }
+    let points = options.strategies.len() * options.writers.len();
+    eprintln!(
+        "racing {} strategies at {:?} writers, {:.1} s a point: about {:.0} s in all",
+        options.strategies.len(),
+        options.writers,
+        options.seconds,
+        points as f64 * (options.seconds + 0.5)
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut board = RaceBoard::new(&options.strategies, std::io::stderr().is_terminal());
+    let report = with_server_stoppable(backend, &activity.needs, Some(stop.clone()), async |server| {
+        Ok(wal_race::race::run(server, &options, &stop, |p: Progress| board.update(p)).await?)
+    })
+    .await?;
+    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let written = wal_race::write_results(&report, &args.out, &format!("labs {command}"))
+        .with_context(|| format!("writing the results into {}", args.out.display()))?;
+    print_report(json, &report, report.to_text())?;
+    eprintln!("written: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(if report.interrupted { ExitCode::from(EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
+}
+
+/// The live view of the race: one line per strategy with a bar on a log scale (100 to 1,000,000
+/// events/s). On a terminal the board is redrawn in place; elsewhere each finished point is a line.
+struct RaceBoard {
+    lines: Vec<(labs::wal_race::strategy::Strategy, String)>,
+    redraw: bool,
+    drawn: bool,
+}
+
+impl RaceBoard {
+    fn new(strategies: &[labs::wal_race::strategy::Strategy], redraw: bool) -> RaceBoard {
+        RaceBoard { lines: strategies.iter().map(|s| (*s, format!("{:<17} waiting", s.id()))).collect(), redraw, drawn: false }
+    }
+
+    fn line(strategy: labs::wal_race::strategy::Strategy, writers: usize, eps: f64, wal_mb: f64, done: &str) -> String {
+        const WIDTH: usize = 30;
+        let filled = (((eps.max(100.0).log10() - 2.0) / 4.0) * WIDTH as f64).round().clamp(0.0, WIDTH as f64) as usize;
+        format!(
+            "{:<17} {:>2}w {}{} {:>10} ev/s {:>7.1} MB/s WAL{}",
+            strategy.id(),
+            writers,
+            "#".repeat(filled),
+            ".".repeat(WIDTH - filled),
+            labs::wal_race::report::thousands(eps),
+            wal_mb,
+            done
+        )
+    }
+
+    fn update(&mut self, progress: labs::wal_race::race::Progress) {
+        use labs::wal_race::race::Progress;
+        let (strategy, text, finished) = match progress {
+            Progress::Started { strategy, writers } => (strategy, Self::line(strategy, writers, 0.0, 0.0, " ..."), false),
+            Progress::Running { strategy, writers, events_per_second, wal_mb_per_second, .. } => {
+                (strategy, Self::line(strategy, writers, events_per_second, wal_mb_per_second, ""), false)
+            }
+            Progress::Finished(p) => {
+                let done = format!("  {:.0} B/event", p.wal_bytes_per_event);
+                (p.strategy, Self::line(p.strategy, p.writers, p.events_per_second, p.wal_mb_per_second, &done), true)
+            }
+        };
+        if let Some(entry) = self.lines.iter_mut().find(|(s, _)| *s == strategy) {
+            entry.1 = text.clone();
+        }
+        if !self.redraw {
+            if finished {
+                eprintln!("{text}");
+            }
+            return;
+        }
+        let mut out = String::new();
+        if self.drawn {
+            out += &format!("\x1b[{}A", self.lines.len());
+        }
+        for (_, l) in &self.lines {
+            out += &format!("\x1b[2K{l}\n");
+        }
+        self.drawn = true;
+        eprint!("{out}");
+    }
 }
 
 async fn verify_schema(file: &PathBuf, json: bool, backend: Option<Backend>) -> Result<ExitCode> {

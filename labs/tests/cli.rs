@@ -21,9 +21,9 @@ fn an_unknown_activity_lists_the_valid_ones() {
 
 #[test]
 fn a_draft_activity_says_so_with_exit_code_3() {
-    let out = labs(&["run", "wal-race"]);
+    let out = labs(&["run", "mythbusting"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("'wal-race' is a draft"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'mythbusting' is a draft"), "{}", stderr(&out));
 }
 
 #[test]
@@ -100,4 +100,62 @@ fn ctrl_c_leaves_no_container() {
             .expect("docker CLI");
         assert!(out.stdout.is_empty(), "containers left by pid {pid}: {}", String::from_utf8_lossy(&out.stdout));
     });
+}
+
+/// Bad race options: one clear line and a non-zero exit, before any server starts.
+#[test]
+fn bad_wal_race_options_get_one_line_and_a_non_zero_exit() {
+    let out = labs(&["run", "wal-race", "--strategies", "copy,teleport"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: unknown strategy 'teleport'; the strategies are: row-per-tx, row-per-tx-async, rows-one-tx, multi-row, pipelined, copy, store-append, store-bulk, unlogged, extra-indexes, global-counter, advisory-lock");
+    let out = labs(&["run", "wal-race", "--seconds", "-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).trim(), "error: --seconds must be above 0 and at most 600, not -1");
+    let out = labs(&["run", "wal-race", "--writers", "0"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects zero writers: {}", stderr(&out));
+    assert!(stderr(&out).contains("0 is not in 1..=64"), "{}", stderr(&out));
+    let out = labs(&["run", "log-sleuth", "--quick"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("are options of `labs run wal-race`, not of log-sleuth"), "{}", stderr(&out));
+}
+
+/// Ctrl-C during the race: the points finished so far are reported and written, exit 130,
+/// and the server and its directory are gone.
+#[test]
+fn ctrl_c_during_the_race_reports_what_was_measured() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out_dir = tmp.path().join("results");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "wal-race", "--pg", "local", "--strategies", "multi-row,copy", "--writers", "1,2", "--seconds", "0.5", "--out"])
+        .arg(&out_dir)
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a terminal: each finished point is one line on stderr. Interrupt after the first.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let finished = line.starts_with("multi-row") && line.contains("B/event");
+        seen.push(line);
+        if finished {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{seen:?} {rest:?}");
+    assert!(stdout.contains("(INTERRUPTED: the points measured so far)"), "{stdout}");
+    assert!(stdout.contains("multi-row         yes           1"), "{stdout}");
+    assert!(out_dir.join("results.json").exists() && out_dir.join("throughput.svg").exists());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "results").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -8,7 +8,6 @@
 //! run, each after a TRUNCATE and a CHECKPOINT so each starts from the same state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::pin_mut;
@@ -461,35 +460,39 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<Result<u64, BenchError>>>) -> R
     Ok(total)
 }
 
-/// Reads the whole table in batches of 1,000, following each reader's own checkpoint.
+/// Reads the whole table five times over (a pass alone is too short to time on a noisy
+/// machine), in batches of 1,000, following the reader's own checkpoint.
 async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchError> {
+    const PASSES: usize = 5;
     let client = one(clients);
-    let read = Arc::new(AtomicU64::new(0));
-    if watermark {
-        let mut after: Option<String> = None;
-        loop {
-            let rows = client.query(super::read::READ_ALL_SQL, &[&after, &1_000i32]).await.map_err(db("read_all_after"))?;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.get(0));
-            read.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        }
-    } else {
-        let mut after = 0i64;
-        loop {
-            let rows = client
-                .query(
-                    "SELECT position, event_id, stream_id, version, type, data, metadata
-                     FROM events WHERE position > $1 ORDER BY position LIMIT 1000",
-                    &[&after],
-                )
-                .await
-                .map_err(db("naive read"))?;
-            let Some(last) = rows.last() else { break };
-            after = last.get(0);
-            read.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let mut read = 0u64;
+    for _ in 0..PASSES {
+        if watermark {
+            let mut after: Option<String> = None;
+            loop {
+                let rows = client.query(super::read::READ_ALL_SQL, &[&after, &1_000i32]).await.map_err(db("read_all_after"))?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.get(0));
+                read += rows.len() as u64;
+            }
+        } else {
+            let mut after = 0i64;
+            loop {
+                let rows = client
+                    .query(
+                        "SELECT position, event_id, stream_id, version, type, data, metadata
+                         FROM events WHERE position > $1 ORDER BY position LIMIT 1000",
+                        &[&after],
+                    )
+                    .await
+                    .map_err(db("naive read"))?;
+                let Some(last) = rows.last() else { break };
+                after = last.get(0);
+                read += rows.len() as u64;
+            }
         }
     }
-    Ok(read.load(Ordering::Relaxed))
+    Ok(read)
 }
 
 /// Opens a transaction elsewhere in the cluster, gives it a transaction id, appends one event,
