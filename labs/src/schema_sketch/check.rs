@@ -195,11 +195,13 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
     }
     let mut done: HashMap<Uuid, bool> = HashMap::new();
     let mut errors = Vec::new();
+    let mut most_attempts = 0;
     for task in tasks {
         for (transfer_id, outcome) in task.await.expect("teller task panicked") {
             match outcome {
-                Ok(TransferOutcome::Done { .. }) => {
+                Ok(TransferOutcome::Done { attempts, .. }) => {
                     done.insert(transfer_id, true);
+                    most_attempts = most_attempts.max(attempts);
                 }
                 Ok(TransferOutcome::Rejected { .. }) => {
                     done.insert(transfer_id, false);
@@ -249,7 +251,9 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
         name,
         passed: problems.is_empty(),
         detail: if problems.is_empty() {
-            format!("400.00 kept across the four accounts; {completed} transfers done, the others rejected by the overdraft rule")
+            format!(
+                "400.00 kept across the four accounts; {completed} transfers done (the busiest took {most_attempts} attempt(s)), the others rejected by the overdraft rule"
+            )
         } else {
             problems.join("; ")
         },

@@ -7,7 +7,15 @@ use super::bank::{self, BankError, TransferOutcome, TransferRequest};
 use crate::store::{self, ExpectedVersion};
 
 /// A conflict means another writer moved first; after this many, the account is too busy.
-pub const MAX_ATTEMPTS: u32 = 10;
+pub const MAX_ATTEMPTS: u32 = 20;
+
+/// How long to wait before attempt `attempt` + 1: a few milliseconds, doubling, with jitter from
+/// the transfer id, so two handlers that keep colliding stop retrying in lockstep.
+fn backoff(request: &TransferRequest, attempt: u32) -> std::time::Duration {
+    let ceiling_ms = 1u64 << attempt.min(7);
+    let jitter = (request.transfer_id.as_u128() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(attempt) % ceiling_ms;
+    std::time::Duration::from_millis(1 + jitter)
+}
 
 pub async fn transfer(client: &mut Client, request: &TransferRequest) -> Result<TransferOutcome, BankError> {
     for attempt in 1..=MAX_ATTEMPTS {
@@ -29,8 +37,12 @@ pub async fn transfer(client: &mut Client, request: &TransferRequest) -> Result<
         // The overdraft rule read `from` at this version: the debit is valid only there.
         let from_version = match store::append(&tx, &bank::stream_of(&request.from), ExpectedVersion::Exact(from.version), &[debit]).await {
             Ok(version) => version,
-            // Dropping the transaction rolls it back; load again and decide again.
-            Err(e) if e.is_conflict() => continue,
+            // Roll back, wait a moment, load again and decide again.
+            Err(e) if e.is_conflict() => {
+                drop(tx);
+                tokio::time::sleep(backoff(request, attempt)).await;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         if debit_first {

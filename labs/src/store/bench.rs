@@ -170,7 +170,7 @@ impl Shape {
             Shape::AppendBatch100x1 => "append, batches of 100",
             Shape::AppendBatch100x4 => "append, batches of 100",
             Shape::ReadNaive => "read: position > checkpoint (ceiling)",
-            Shape::ReadWatermark => "read: watermark (read_all_after)",
+            Shape::ReadWatermark => "read: watermark (store reader)",
         }
     }
     fn writers(self) -> usize {
@@ -470,10 +470,10 @@ async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchErr
         if watermark {
             let mut after: Option<String> = None;
             loop {
-                let rows = client.query(super::read::READ_ALL_SQL, &[&after, &1_000i32]).await.map_err(db("read_all_after"))?;
-                let Some(last) = rows.last() else { break };
-                after = Some(last.get(0));
-                read += rows.len() as u64;
+                let events = super::read_all_after(&client, after.as_deref(), 1_000).await?;
+                let Some(last) = events.last() else { break };
+                after = Some(last.checkpoint.clone());
+                read += events.len() as u64;
             }
         } else {
             let mut after = 0i64;
@@ -486,9 +486,23 @@ async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchErr
                     )
                     .await
                     .map_err(db("naive read"))?;
+                // Decoded into the same events the store's reader returns: both readers pay
+                // the same client work, and differ only in what they ask of the server.
+                let events: Vec<super::RecordedEvent> = rows
+                    .iter()
+                    .map(|row| super::RecordedEvent {
+                        checkpoint: row.get::<_, i64>(0).to_string(),
+                        event_id: row.get(1),
+                        stream_id: row.get(2),
+                        version: row.get(3),
+                        event_type: row.get(4),
+                        data: row.get(5),
+                        metadata: row.get(6),
+                    })
+                    .collect();
                 let Some(last) = rows.last() else { break };
                 after = last.get(0);
-                read += rows.len() as u64;
+                read += events.len() as u64;
             }
         }
     }

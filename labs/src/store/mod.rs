@@ -102,6 +102,8 @@ pub enum StoreError {
     Empty(String),
     #[error("bulk append: stream {0} appears twice; put all its events in one StreamAppend")]
     StreamRepeated(String),
+    #[error("bad checkpoint: {0}")]
+    BadCheckpoint(String),
     #[error("subscription {0} does not exist: create it first")]
     NoSubscription(String),
     #[error("subscription {0}: its checkpoint moved while this instance held the subscription's lock")]

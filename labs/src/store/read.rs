@@ -66,13 +66,41 @@ impl FromStr for Checkpoint {
     }
 }
 
+/// `read_all_after` of schema.sql with typed columns: the same filter and order, but the
+/// checkpoint is built here. Formatting `xid:position` as text on the server for every row about
+/// doubled the read's server time (EXPLAIN ANALYZE, 100,000 rows), and the reader's rate is the
+/// store's to keep. A test (tests/store.rs) checks that both return the same events in the same
+/// order with the same checkpoints.
+pub const READ_ALL_TYPED_SQL: &str = "
+    SELECT e.transaction_id, e.position, e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata
+    FROM events e
+    WHERE (e.transaction_id, e.position) > ($1, $2)
+      AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY e.transaction_id, e.position
+    LIMIT $3";
+
 /// Up to `max_count` events after `after` (None: from the start), behind the watermark.
 pub async fn read_all_after(client: &impl GenericClient, after: Option<&str>, max_count: i32) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from = match after {
+        None => Checkpoint::default(),
+        Some(text) => text.parse::<Checkpoint>().map_err(StoreError::BadCheckpoint)?,
+    };
     let rows = client
-        .query(READ_ALL_SQL, &[&after, &max_count])
+        .query(READ_ALL_TYPED_SQL, &[&from.transaction_id, &from.position, &(max_count as i64)])
         .await
         .map_err(|source| StoreError::Database { context: "reading all streams".into(), source })?;
-    Ok(rows.iter().map(RecordedEvent::from_row).collect())
+    Ok(rows
+        .iter()
+        .map(|row| RecordedEvent {
+            checkpoint: Checkpoint { transaction_id: row.get(0), position: row.get(1) }.to_string(),
+            event_id: row.get(2),
+            stream_id: row.get(3),
+            version: row.get(4),
+            event_type: row.get(5),
+            data: row.get(6),
+            metadata: row.get(7),
+        })
+        .collect())
 }
 
 /// One stream's events from `from_version` on, in version order: what a command handler loads

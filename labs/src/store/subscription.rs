@@ -17,18 +17,29 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
-use super::read::{RecordedEvent, READ_ALL_SQL};
+use super::read::RecordedEvent;
 use super::StoreError;
 
 /// Advisory locks in the two-key space (class, hash of the name) never collide with the
 /// one-key stream locks of `append_to_stream`: PostgreSQL keeps the two key spaces apart.
 const SUBSCRIPTION_LOCK_CLASS: i32 = 3;
 
-/// A named subscription and how much it reads at a time.
+/// A named subscription, how much it reads at a time, and through what.
 #[derive(Clone, Debug)]
 pub struct Subscription {
     pub name: String,
     pub batch_size: i32,
+    pub reader: Reader,
+}
+
+/// How a subscription reads all streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// The store's typed reader (read.rs): the reference.
+    Store,
+    /// Whatever `read_all_after` function the database has: the contract as written in SQL,
+    /// or a replacement under test (the harness swaps in a position reader to show it skips).
+    ContractFunction,
 }
 
 /// What one call of [`Subscription::process_batch`] did.
@@ -44,7 +55,7 @@ pub enum Batch {
 
 impl Subscription {
     pub fn new(name: impl Into<String>) -> Subscription {
-        Subscription { name: name.into(), batch_size: 500 }
+        Subscription { name: name.into(), batch_size: 500, reader: Reader::Store }
     }
 
     /// Registers the subscription (once; later calls leave its checkpoint alone).
@@ -91,13 +102,16 @@ impl Subscription {
             .map_err(db("reading the checkpoint"))?
             .ok_or_else(|| StoreError::NoSubscription(self.name.clone()))?
             .get(0);
-        let events: Vec<RecordedEvent> = tx
-            .query(READ_ALL_SQL, &[&checkpoint, &self.batch_size])
-            .await
-            .map_err(db("reading events"))?
-            .iter()
-            .map(RecordedEvent::from_row)
-            .collect();
+        let events: Vec<RecordedEvent> = match self.reader {
+            Reader::Store => super::read::read_all_after(&tx, checkpoint.as_deref(), self.batch_size).await?,
+            Reader::ContractFunction => tx
+                .query(super::read::READ_ALL_SQL, &[&checkpoint, &self.batch_size])
+                .await
+                .map_err(db("reading events"))?
+                .iter()
+                .map(RecordedEvent::from_row)
+                .collect(),
+        };
         let Some(last) = events.last() else {
             return Ok(Batch::CaughtUp);
         };
