@@ -7,6 +7,7 @@
 pub mod course;
 pub mod log_sleuth;
 pub mod pg;
+pub mod reflection_wall;
 pub mod rng;
 pub mod schema_sketch;
 pub mod store;

@@ -326,6 +326,16 @@ async fn run(course: &Course, lab: &str, json: bool, backend: Option<Backend>) -
             })
             .await?
         }
+        "reflection-wall" => {
+            // No server: the menu is data.
+            if json {
+                let value = serde_json::json!({ "prompt": labs::reflection_wall::PROMPT, "menu": labs::reflection_wall::MENU });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", labs::reflection_wall::menu_text());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         "schema-sketch" => {
             let report = with_server(backend, &activity.needs, async |server| Ok(schema_sketch::scenario::run(server).await?)).await?;
             let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };

@@ -145,7 +145,7 @@ impl Preprocessor for CoursePreprocessor {
                     let chapter = output_path.get(&Path::new(&a.folder()).join("README.md"))?;
                     Some(relative_link(dir, chapter))
                 });
-                ch.content = ch.content.replace(RUN_SHEET_DIRECTIVE, &table);
+                ch.content = ch.content.replace(RUN_SHEET_DIRECTIVE, &format!("{table}\n{}", run_sheet::timer(&self.course)));
             }
             if self.edition == Edition::Attendee {
                 ch.content = markdown::strip_facilitator_blocks(&ch.content);
@@ -406,6 +406,9 @@ mod tests {
         };
         write("course.toml", crate::TEST_COURSE);
         write("book/book.toml", &std::fs::read_to_string(real.join("book/book.toml")).unwrap());
+        for asset in ["book/theme/timer.js", "book/theme/timer.css"] {
+            write(asset, &std::fs::read_to_string(real.join(asset)).unwrap());
+        }
         let mut summary = String::from("# Summary\n\n[Introduction](introduction.md)\n\n- [Run sheet](run-sheet.md)\n");
         for a in &course.activities {
             if a.number == 1 {
@@ -443,6 +446,7 @@ mod tests {
         assert!(full.join("01-log-sleuth/solution.html").is_file());
         let sheet = read(full.join("run-sheet.html"));
         assert!(sheet.contains(r#"<a href="01-log-sleuth/index.html">Activity 1: "#), "run sheet links the ready chapter");
+        assert!(sheet.contains(r#"<div id="segment-timer""#) && sheet.contains("timer.js"), "the run sheet has its timer");
         assert!(read(full.join("introduction.html")).contains(r#"href="01-log-sleuth/index.html#the-lab""#), "README links retargeted");
 
         let chapter = read(attendee.join("01-log-sleuth/index.html"));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use labs::course::{Activity, Course, Status};
 use labs::pg::Backend;
 use mdbook::book::{parse_summary, SummaryItem};
@@ -105,6 +105,27 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
             });
         }
         None => report.skip("SUMMARY.md lists every activity of course.toml, in order", "course.toml is invalid"),
+    }
+
+    report.step("external links are recorded in book/external-links.txt", || {
+        let n = crate::external_links::check_recorded(root)?;
+        println!("{n} external links recorded (check them online with `cargo xtask links --online`)");
+        Ok(Outcome::Passed)
+    });
+
+    if let Some(course) = &course {
+        report.step("every ready chapter has the parts of style.md", || {
+            let mut problems = Vec::new();
+            for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
+                let path = format!("book/src/{}/README.md", activity.folder());
+                let text = std::fs::read_to_string(root.join(&path)).with_context(|| format!("reading {path}"))?;
+                problems.extend(crate::style::chapter_problems(&text, activity.minutes).into_iter().map(|p| format!("{path}: {p}")));
+            }
+            if !problems.is_empty() {
+                bail!("{} missing or misplaced part(s):\n  {}", problems.len(), problems.join("\n  "));
+            }
+            Ok(Outcome::Passed)
+        });
     }
 
     if book_built {

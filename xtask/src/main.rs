@@ -7,6 +7,7 @@
 mod bench;
 mod book;
 mod check;
+mod external_links;
 mod handouts;
 mod links;
 mod markdown;
@@ -14,6 +15,7 @@ mod prepare;
 mod run_sheet;
 mod serve;
 mod sql;
+mod style;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,14 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// External links: `--update` records them in book/external-links.txt; `--online` checks
+    /// that each answers (needs the network; not part of `check`).
+    Links {
+        #[arg(long)]
+        update: bool,
+        #[arg(long)]
+        online: bool,
+    },
     /// Package target/handouts/attendee.zip and facilitator.zip.
     Handouts {
         #[arg(long)]
@@ -77,6 +87,20 @@ enum Task {
     },
 }
 
+fn links_task(root: &Path, update: bool, online: bool) -> Result<()> {
+    if update {
+        let n = external_links::update(root)?;
+        println!("{} records {n} external links", external_links::RECORD);
+    } else {
+        let n = external_links::check_recorded(root)?;
+        println!("{} is up to date: {n} external links", external_links::RECORD);
+    }
+    if online {
+        external_links::check_online(root)?;
+    }
+    Ok(())
+}
+
 fn main() {
     book::install_logger();
     let cli = Cli::parse();
@@ -91,6 +115,7 @@ fn main() {
             Err(e) => Err(e),
         },
         Task::Handouts { out } => handouts::run(&root, out),
+        Task::Links { update, online } => links_task(&root, update, online),
         Task::Bench { runs } => bench::run(&root, runs),
         Task::Prepare { image_from_debian } => prepare::run(&root, image_from_debian),
     };

@@ -35,6 +35,31 @@ pub fn render(course: &Course, chapter_link: &dyn Fn(&Activity) -> Option<String
     out
 }
 
+/// The segment timer under the table (book/theme/timer.js drives it): one option per segment,
+/// its value the segment's length in seconds, so the timer follows course.toml.
+pub fn timer(course: &Course) -> String {
+    let mut out = String::from(
+        "<div id=\"segment-timer\" aria-live=\"polite\">\n<select aria-label=\"Segment\">\n",
+    );
+    let mut start = 0;
+    for (title, minutes, _) in course.run_sheet() {
+        out.push_str(&format!("<option value=\"{}\">{} {} ({minutes} min)</option>\n", minutes * 60, clock(start), html(&title)));
+        start += minutes;
+    }
+    out.push_str(
+        "</select>\n<span class=\"timer-display\">--:--</span>\n\
+         <button type=\"button\" data-action=\"start\">Start</button>\n\
+         <button type=\"button\" data-action=\"reset\">Reset</button>\n\
+         <button type=\"button\" data-action=\"next\">Next segment</button>\n\
+         <span class=\"timer-state\"></span>\n</div>\n",
+    );
+    out
+}
+
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
 /// Minutes from the session start as hh:mm.
 fn clock(minutes: u32) -> String {
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
@@ -83,6 +108,16 @@ mod tests {
             assert_eq!(row.contains(&link), a.status == Status::Ready, "{row}");
             assert!(row.contains(&format!("Lab: {}", cell(&a.lab))), "{row}");
         }
+    }
+
+    #[test]
+    fn the_timer_has_one_option_per_segment_in_seconds() {
+        let course = course();
+        let timer = timer(&course);
+        assert_eq!(timer.matches("<option").count(), course.segments.len());
+        let (title, minutes, _) = course.run_sheet().into_iter().next().unwrap();
+        assert!(timer.contains(&format!("<option value=\"{}\">00:00 {} ({minutes} min)</option>", minutes * 60, html(&title))), "{timer}");
+        assert!(!timer.contains("\n\n"), "a blank line would end the HTML block in markdown");
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! Activity 6, PostgreSQL & Me: Reflection Wall. Each participant posts one pain and one change
+//! for next sprint; `labs run reflection-wall` prints the menu of changes, each tied to the lab
+//! that showed why, so a sticky can point at evidence rather than opinion.
+//!
+//! Only labs that exist are cited: an item names the activity and the command that shows it.
+
+use serde::Serialize;
+
+/// One change a team can make next sprint.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// Short id for a board or a vote: `watermark-reads`.
+    pub id: &'static str,
+    /// The change, as a sticky would say it.
+    pub change: &'static str,
+    /// The pain it removes, in the words the labs use.
+    pub pain: &'static str,
+    /// The activity whose lab shows it.
+    pub activity: &'static str,
+    /// The command that shows it.
+    pub evidence: &'static str,
+    /// What to check in your own system first.
+    pub first_step: &'static str,
+}
+
+/// The menu, grouped by the activity that showed each change, in course order.
+pub const MENU: &[Change] = &[
+    Change {
+        id: "watermark-reads",
+        change: "Read all events behind the xid8 watermark, with (transaction_id, position) as the checkpoint",
+        pain: "a consumer that skips an event committed out of order, for ever",
+        activity: "log-sleuth",
+        evidence: "cargo labs run log-sleuth",
+        first_step: "grep the consumers for `id > last_seen` or `position > checkpoint` over a sequence",
+    },
+    Change {
+        id: "idempotent-consumers",
+        change: "Give every event a client-chosen unique id and make consumers ignore one they have applied",
+        pain: "a retried append or a redelivery counted twice",
+        activity: "log-sleuth",
+        evidence: "cargo labs sleuth audit fixtures/01-log-sleuth/incident-1.jsonl",
+        first_step: "check that the events table has a UNIQUE constraint on the event id",
+    },
+    Change {
+        id: "expected-version",
+        change: "Append with the expected version the decision was made on; on a conflict, reload and decide again",
+        pain: "two writers deciding on the same state, one overdraft",
+        activity: "schema-sketch",
+        evidence: "cargo labs check schema-sketch --solution",
+        first_step: "find command handlers that append with 'any' after reading state",
+    },
+    Change {
+        id: "loud-conflicts",
+        change: "Make a version conflict a typed error; remove ON CONFLICT DO NOTHING from version inserts",
+        pain: "appends acknowledged and silently lost",
+        activity: "schema-sketch",
+        evidence: "cargo labs schema verify fixtures/03-schema-sketch/flawed-silent-conflict.sql",
+        first_step: "grep the append path for ON CONFLICT",
+    },
+    Change {
+        id: "idempotent-retries",
+        change: "Make a resent append return its original result instead of an error or a second copy",
+        pain: "a client that lost the acknowledgement cannot tell whether its append happened",
+        activity: "schema-sketch",
+        evidence: "cargo labs schema verify fixtures/03-schema-sketch/flawed-no-idempotency.sql",
+        first_step: "send the same append twice in a test and count the rows",
+    },
+    Change {
+        id: "checkpoint-with-projection",
+        change: "Store each projection's checkpoint in the same transaction as the projection's writes",
+        pain: "a crash between applying a batch and saving the checkpoint: applied twice, or lost",
+        activity: "schema-sketch",
+        evidence: "cargo test -p labs --test store racing_writers",
+        first_step: "find where each consumer saves its checkpoint, and in which transaction",
+    },
+    Change {
+        id: "idle-transaction-timeout",
+        change: "Set idle_in_transaction_session_timeout for application roles and alert on the oldest open writing transaction",
+        pain: "one forgotten transaction anywhere in the cluster stalls every watermark reader",
+        activity: "schema-sketch",
+        evidence: "cargo labs bench store --only read-watermark (its last lines)",
+        first_step: "SELECT max(now() - xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+    },
+    Change {
+        id: "batch-appends",
+        change: "Batch appends: many events per transaction, COPY for bulk ingestion",
+        pain: "throughput capped by one WAL flush per event",
+        activity: "wal-race",
+        evidence: "cargo labs run wal-race --quick",
+        first_step: "count commits per second against events per second on the ingestion path",
+    },
+    Change {
+        id: "synchronous-commit-per-transaction",
+        change: "Decide synchronous_commit per transaction (SET LOCAL), never server-wide, and write down what may be lost",
+        pain: "a fast path that loses acknowledged events in a crash, chosen by accident",
+        activity: "wal-race",
+        evidence: "cargo labs run wal-race --strategies row-per-tx,row-per-tx-async",
+        first_step: "SHOW synchronous_commit on every role and database",
+    },
+    Change {
+        id: "no-global-counter",
+        change: "Drop gapless counters and store-wide append locks from the write path",
+        pain: "every writer queueing for one row or one lock",
+        activity: "wal-race",
+        evidence: "cargo labs run wal-race --strategies global-counter,advisory-lock,row-per-tx",
+        first_step: "look for a single-row UPDATE or a constant advisory lock key in the append path",
+    },
+    Change {
+        id: "index-budget",
+        change: "Keep the events table to the indexes its reads need; build the rest in projections",
+        pain: "WAL and CPU per event inflated by indexes nobody reads on the hot table",
+        activity: "wal-race",
+        evidence: "cargo labs run wal-race --strategies multi-row,extra-indexes",
+        first_step: "pg_stat_user_indexes: indexes on the events table with idx_scan = 0",
+    },
+];
+
+/// The sticky prompt, exactly as the chapter and the wall use it.
+pub const PROMPT: &str = "What's one event sourcing pain I've hit with PostgreSQL, and what change will I try next sprint?";
+
+/// The menu as text, one block per activity.
+pub fn menu_text() -> String {
+    let mut out = format!("{PROMPT}\n\nA menu of next-sprint changes, each shown by a lab:\n");
+    let mut current = "";
+    for c in MENU {
+        if c.activity != current {
+            current = c.activity;
+            out += &format!("\n{current}\n");
+        }
+        out += &format!("  {}: {}\n", c.id, c.change);
+        out += &format!("      pain: {}\n", c.pain);
+        out += &format!("      shown by: {}\n", c.evidence);
+        out += &format!("      first step: {}\n", c.first_step);
+    }
+    out
+}
