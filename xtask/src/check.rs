@@ -143,6 +143,25 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         report.skip("internal links resolve (both editions)", "the book did not build");
     }
 
+    let browser_step = "the book in headless chromium: every page, the timer, the printable pages";
+    match (book_built, crate::browser::find_chromium()) {
+        (false, _) => report.skip(browser_step, "the book did not build"),
+        (true, Some(chromium)) => {
+            report.step(browser_step, || {
+                let problems = crate::browser::check(&full, &chromium)?;
+                if !problems.is_empty() {
+                    bail!("{} problem(s) in the browser:\n  {}", problems.len(), problems.join("\n  "));
+                }
+                Ok(Outcome::Passed)
+            });
+        }
+        // CI installs chromium (.ci/run); elsewhere the step says how to get it.
+        (true, None) if std::env::var_os("CI").is_some() => {
+            report.step(browser_step, || bail!("chromium is not installed: .ci/run installs Debian's `chromium` package"));
+        }
+        (true, None) => report.skip(browser_step, "no chromium on PATH (apt-get install chromium)"),
+    }
+
     report.step(format!("SQL blocks in the book run on PostgreSQL (--pg {backend})"), || {
         sql::run(root, backend)?;
         Ok(Outcome::Passed)

@@ -6,6 +6,7 @@
 
 mod bench;
 mod book;
+mod browser;
 mod check;
 mod external_links;
 mod handouts;

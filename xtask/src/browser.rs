@@ -1,0 +1,133 @@
+//! The built book in a real browser: Debian's chromium, headless, from the local files (no
+//! server, no network), as an attendee opens the offline handout. Every page must load without
+//! a console error or a missing asset; chapters must show rendered admonitions; the run sheet's
+//! timer must have run; the printable pages must print.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use walkdir::WalkDir;
+
+/// Debian's chromium on PATH (the package is `chromium`).
+pub fn find_chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        let out = Command::new("which").arg(name).output().ok()?;
+        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+}
+
+/// Pages meant to be printed: each must give a PDF.
+pub const PRINTABLE: [&str; 3] = ["03-schema-sketch/template.html", "04-wal-race/bet-sheet.html", "06-reflection-wall/sticky-template.html"];
+
+fn headless(chromium: &Path) -> Command {
+    let mut cmd = Command::new(chromium);
+    cmd.args([
+        "--headless=new",
+        // As root (CI), chromium refuses to start with its sandbox.
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--allow-file-access-from-files",
+        "--enable-logging=stderr",
+        "--log-level=0",
+        // Let scripts run (the timer, search) before the DOM is dumped.
+        "--virtual-time-budget=3000",
+    ]);
+    cmd
+}
+
+/// Console messages chromium logged for a page: `CONSOLE` lines on stderr.
+fn console_lines(stderr: &str) -> Vec<String> {
+    stderr.lines().filter(|l| l.contains(":CONSOLE")).map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_string()).collect()
+}
+
+/// Opens every page of the built book at `out`; returns what is wrong, page by page.
+pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut pages: Vec<PathBuf> = WalkDir::new(out)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "html"))
+        .collect();
+    pages.sort();
+    let profile = tempfile::tempdir()?;
+    for page in &pages {
+        let name = page.strip_prefix(out)?.display().to_string();
+        let output = headless(chromium)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .with_context(|| format!("running {}", chromium.display()))?;
+        let dom = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() || dom.trim().is_empty() {
+            problems.push(format!("{name}: chromium could not open it: {}", stderr.lines().last().unwrap_or("")));
+            continue;
+        }
+        for message in console_lines(&stderr) {
+            problems.push(format!("{name}: console: {message}"));
+        }
+        let is_chapter = name.ends_with("/index.html") && name.chars().next().is_some_and(|c| c.is_ascii_digit());
+        if is_chapter && !dom.contains("class=\"admonition") {
+            problems.push(format!("{name}: no rendered admonition (mdbook-admonish did not run, or its CSS is missing)"));
+        }
+        if name == "run-sheet.html" {
+            match dom.split("class=\"timer-display\">").nth(1).and_then(|rest| rest.split('<').next()) {
+                Some(shown) if shown.len() == 5 && shown.as_bytes()[2] == b':' && shown != "--:--" => {}
+                other => problems.push(format!("{name}: the segment timer did not run (it shows {other:?})")),
+            }
+        }
+    }
+    for printable in PRINTABLE {
+        let page = out.join(printable);
+        if !page.exists() {
+            problems.push(format!("{printable}: missing"));
+            continue;
+        }
+        let pdf = profile.path().join("page.pdf");
+        let _ = std::fs::remove_file(&pdf);
+        let output = headless(chromium)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--no-pdf-header-footer")
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg(format!("file://{}", page.display()))
+            .output()?;
+        let bytes = std::fs::read(&pdf).unwrap_or_default();
+        if !output.status.success() || !bytes.starts_with(b"%PDF") || bytes.len() < 1_000 {
+            problems.push(format!("{printable}: did not print to PDF ({} bytes)", bytes.len()));
+        }
+    }
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gate can fail: a page with a script error and a run sheet whose timer never ran.
+    #[test]
+    fn a_script_error_and_a_dead_timer_are_reported() {
+        let Some(chromium) = find_chromium() else {
+            eprintln!("skipped: no chromium on PATH (CI installs it)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<html><body><p>ok</p><script>definitelyNotDefined()</script></body></html>").unwrap();
+        std::fs::write(dir.path().join("run-sheet.html"), "<html><body><span class=\"timer-display\">--:--</span></body></html>").unwrap();
+        let problems = check(dir.path(), &chromium).unwrap();
+        assert!(problems.iter().any(|p| p.starts_with("index.html: console:") && p.contains("definitelyNotDefined")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("run-sheet.html: the segment timer did not run")), "{problems:?}");
+        assert_eq!(problems.iter().filter(|p| p.ends_with(": missing")).count(), PRINTABLE.len(), "{problems:?}");
+    }
+
+    #[test]
+    fn console_lines_are_the_messages_chromium_logged() {
+        let stderr = "[1127/052301.123:INFO:CONSOLE(12)] \"Uncaught ReferenceError: x is not defined\", source: file:///b/t.js (12)\n\
+                      [1127/052301.200:WARNING:sandbox] something else\n";
+        assert_eq!(console_lines(stderr), vec!["\"Uncaught ReferenceError: x is not defined\", source: file:///b/t.js (12)"]);
+    }
+}
