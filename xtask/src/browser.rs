@@ -18,7 +18,8 @@ pub fn find_chromium() -> Option<PathBuf> {
 }
 
 /// Pages meant to be printed: each must give a PDF.
-pub const PRINTABLE: [&str; 3] = ["03-schema-sketch/template.html", "04-wal-race/bet-sheet.html", "06-reflection-wall/sticky-template.html"];
+pub const PRINTABLE: [&str; 4] =
+    ["quick-reference.html", "03-schema-sketch/template.html", "04-wal-race/bet-sheet.html", "06-reflection-wall/sticky-template.html"];
 
 fn headless(chromium: &Path) -> Command {
     let mut cmd = Command::new(chromium);
