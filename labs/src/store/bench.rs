@@ -10,10 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::pin_mut;
 use serde::Serialize;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -298,7 +296,6 @@ pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMu
         (events, median, events as f64 / median.as_secs_f64(), wal[wal.len() / 2])
     };
     let index = |shape: Shape| SHAPES.iter().position(|&s| s == shape).expect("every shape is listed");
-    let _ = &rate;
     let mut shapes = Vec::new();
     for (i, &shape) in SHAPES.iter().enumerate() {
         if !selected[i] {
@@ -359,20 +356,8 @@ async fn copy_ceiling(clients: Vec<Client>, events: u64) -> Result<u64, BenchErr
     while written < events {
         let chunk = stream_batch(CHUNK_STREAMS);
         let tx = client.transaction().await.map_err(db("BEGIN"))?;
-        let sink = tx
-            .copy_in("COPY events (event_id, stream_id, version, type, data, metadata) FROM STDIN (FORMAT binary)")
-            .await
-            .map_err(db("COPY"))?;
-        let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB]);
-        pin_mut!(writer);
-        for a in &chunk {
-            for (i, e) in a.events.iter().enumerate() {
-                let version = i as i64 + 1;
-                let row: [&(dyn ToSql + Sync); 6] = [&e.event_id, &a.stream_id, &version, &e.event_type, &e.data, &e.metadata];
-                writer.as_mut().write(&row).await.map_err(db("COPY row"))?;
-            }
-        }
-        writer.as_mut().finish().await.map_err(db("COPY finish"))?;
+        let streams: Vec<(&StreamAppend, i64)> = chunk.iter().map(|a| (a, 0)).collect();
+        super::bulk::copy_events(&tx, &streams).await.map_err(db("COPY"))?;
         tx.commit().await.map_err(db("COMMIT"))?;
         written += (CHUNK_STREAMS * 100) as u64;
     }
