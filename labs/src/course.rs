@@ -7,6 +7,11 @@ use crate::pg::Capability;
 
 /// The file, compiled in, so `labs list` works from any directory.
 pub const COURSE_TOML: &str = include_str!("../../course.toml");
+/// This cohort's settings, compiled in: the labs' defaults (the poll's myths) follow them.
+pub const COHORT_TOML: &str = include_str!("../../cohort.toml");
+
+/// The core variant: `[course]`'s session and each activity's own minutes.
+pub const CORE: &str = "core";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Course {
@@ -15,6 +20,92 @@ pub struct Course {
     pub activities: Vec<Activity>,
     #[serde(rename = "segment")]
     pub segments: Vec<Segment>,
+    /// Longer variants of the same flow (the half day).
+    #[serde(rename = "variant", default)]
+    pub variants: Vec<Variant>,
+}
+
+/// A longer run of the same course: the core's segments plus those marked for it, and its own
+/// minutes for the activities it gives more time.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub id: String,
+    pub title: String,
+    pub session_minutes: u32,
+    /// Activity id to minutes in this variant; the core's minutes where an activity is not listed.
+    #[serde(default)]
+    pub minutes: std::collections::BTreeMap<String, u32>,
+}
+
+/// One cohort's settings (`cohort.toml`): what an instructor changes when forking the kit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cohort {
+    pub title: String,
+    /// YYYY-MM-DD.
+    pub date: String,
+    /// "core" (the 90 minutes) or a `[[variant]]` id of course.toml.
+    pub variant: String,
+    /// The poll's myths, in order (ids in fixtures/02-mythbusting/myths.toml).
+    pub poll: Vec<String>,
+    /// Activities this cohort does not run: their slots become open lab time, their chapters
+    /// and fixtures leave the book and the handouts.
+    #[serde(default)]
+    pub skip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct CohortFile {
+    cohort: Cohort,
+}
+
+impl Cohort {
+    /// The cohort compiled into this binary, checked against the course.
+    pub fn load(course: &Course) -> Result<Cohort, String> {
+        Cohort::parse(COHORT_TOML, course)
+    }
+
+    pub fn parse(text: &str, course: &Course) -> Result<Cohort, String> {
+        let cohort = toml::from_str::<CohortFile>(text).map_err(|e| format!("cohort.toml: {e}"))?.cohort;
+        let mut problems = Vec::new();
+        let d: Vec<&str> = cohort.date.split('-').collect();
+        let date_ok = d.len() == 3
+            && d[0].len() == 4
+            && d[1].len() == 2
+            && d[2].len() == 2
+            && d.iter().all(|p| p.chars().all(|c| c.is_ascii_digit()))
+            && (1..=12).contains(&d[1].parse::<u32>().unwrap_or(0))
+            && (1..=31).contains(&d[2].parse::<u32>().unwrap_or(0));
+        if !date_ok {
+            problems.push(format!("date = \"{}\" is not YYYY-MM-DD", cohort.date));
+        }
+        if cohort.variant != CORE && !course.variants.iter().any(|v| v.id == cohort.variant) {
+            let ids: Vec<&str> = std::iter::once(CORE).chain(course.variants.iter().map(|v| v.id.as_str())).collect();
+            problems.push(format!("variant = \"{}\" is not one of: {}", cohort.variant, ids.join(", ")));
+        }
+        for id in &cohort.skip {
+            if course.activity(id).is_none() {
+                let ids: Vec<&str> = course.activities.iter().map(|a| a.id.as_str()).collect();
+                problems.push(format!("skip names unknown activity '{id}'; the activities are: {}", ids.join(", ")));
+            }
+        }
+        if cohort.skip.len() == course.activities.len() {
+            problems.push("skip leaves no activity to run".into());
+        }
+        if cohort.poll.is_empty() && !cohort.skip.iter().any(|s| s == "mythbusting") {
+            problems.push("poll is empty: list the myths the poll uses (see `labs run mythbusting --list`)".into());
+        }
+        if problems.is_empty() {
+            Ok(cohort)
+        } else {
+            Err(format!("cohort.toml: {}", problems.join("; ")))
+        }
+    }
+
+    pub fn runs(&self, activity: &str) -> bool {
+        !self.skip.iter().any(|s| s == activity)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -55,6 +146,8 @@ pub struct Segment {
     pub room: Option<String>,
     pub remote: Option<String>,
     pub fallback: Option<String>,
+    /// Only in these variants (e.g. ["half-day"]); in every variant when absent.
+    pub variants: Option<Vec<String>>,
 }
 
 impl Activity {
@@ -84,15 +177,42 @@ impl Course {
         self.activities.iter().find(|a| a.id == id)
     }
 
-    /// Every segment with its resolved title and minutes, in order.
+    /// Every segment of the core variant with its resolved title and minutes, in order.
     pub fn run_sheet(&self) -> Vec<(String, u32, &Segment)> {
+        self.run_sheet_of(CORE)
+    }
+
+    /// Every segment of `variant` ("core" or a `[[variant]]` id), in order.
+    pub fn run_sheet_of(&self, variant: &str) -> Vec<(String, u32, &Segment)> {
+        let overrides = self.variants.iter().find(|v| v.id == variant).map(|v| &v.minutes);
         self.segments
             .iter()
+            .filter(|s| s.variants.as_ref().is_none_or(|only| only.iter().any(|v| v == variant)))
             .map(|s| match s.activity.as_deref().and_then(|id| self.activity(id)) {
-                Some(a) => (format!("Activity {}: {}", a.number, a.title), a.minutes, s),
+                Some(a) => {
+                    let minutes = overrides.and_then(|m| m.get(&a.id)).copied().unwrap_or(a.minutes);
+                    (format!("Activity {}: {}", a.number, a.title), minutes, s)
+                }
                 None => (s.title.clone().unwrap_or_default(), s.minutes.unwrap_or(0), s),
             })
             .collect()
+    }
+
+    /// The run sheet as `cohort` runs it: its variant, and a skipped activity's slot kept (the
+    /// session still adds up) as open lab time.
+    pub fn run_sheet_for(&self, cohort: &Cohort) -> Vec<(String, u32, &Segment, bool)> {
+        self.run_sheet_of(&cohort.variant)
+            .into_iter()
+            .map(|(title, minutes, s)| match s.activity.as_deref() {
+                Some(id) if !cohort.runs(id) => (format!("Open lab time ({title}: not run with this cohort)"), minutes, s, false),
+                _ => (title, minutes, s, true),
+            })
+            .collect()
+    }
+
+    /// The session length of a variant.
+    pub fn session_minutes(&self, variant: &str) -> u32 {
+        self.variants.iter().find(|v| v.id == variant).map_or(self.course.session_minutes, |v| v.session_minutes)
     }
 
     /// Checks the course adds up; each message names what to fix in course.toml.
@@ -132,6 +252,27 @@ impl Course {
                 self.course.session_minutes
             ));
         }
+        for v in &self.variants {
+            if v.id == CORE {
+                problems.push("a [[variant]] cannot be called \"core\": that is [course] itself".into());
+            }
+            for id in v.minutes.keys() {
+                if self.activity(id).is_none() {
+                    problems.push(format!("variant '{}' gives minutes to unknown activity '{id}'", v.id));
+                }
+            }
+            let total: u32 = self.run_sheet_of(&v.id).iter().map(|(_, m, _)| m).sum();
+            if total != v.session_minutes {
+                problems.push(format!("the {} run sheet adds up to {total} minutes, but its session_minutes is {}", v.id, v.session_minutes));
+            }
+        }
+        for s in &self.segments {
+            for v in s.variants.iter().flatten() {
+                if !self.variants.iter().any(|known| &known.id == v) {
+                    problems.push(format!("a run sheet segment is marked for unknown variant '{v}'"));
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -157,6 +298,47 @@ mod tests {
         let broken = COURSE_TOML.replace("session_minutes = 90", "session_minutes = 60");
         let err = Course::parse(&broken).unwrap_err();
         assert!(err.contains("adds up to 90 minutes, but session_minutes is 60"), "{err}");
+    }
+
+    #[test]
+    fn every_variant_adds_up_and_the_shipped_cohort_is_valid() {
+        let course = Course::load();
+        for v in &course.variants {
+            let total: u32 = course.run_sheet_of(&v.id).iter().map(|(_, m, _)| m).sum();
+            assert_eq!(total, v.session_minutes, "{}", v.id);
+        }
+        Cohort::load(&course).unwrap();
+    }
+
+    #[test]
+    fn a_half_day_that_does_not_add_up_is_rejected() {
+        let broken = COURSE_TOML.replace("session_minutes = 210", "session_minutes = 200");
+        let err = Course::parse(&broken).unwrap_err();
+        assert!(err.contains("the half-day run sheet adds up to 210 minutes, but its session_minutes is 200"), "{err}");
+    }
+
+    #[test]
+    fn bad_cohort_settings_are_named() {
+        let course = Course::load();
+        let bad = "[cohort]\ntitle = \"x\"\ndate = \"27/11/2026\"\nvariant = \"weekend\"\npoll = []\nskip = [\"juggling\"]\n";
+        let err = Cohort::parse(bad, &course).unwrap_err();
+        assert!(err.contains("date = \"27/11/2026\" is not YYYY-MM-DD"), "{err}");
+        assert!(err.contains("variant = \"weekend\" is not one of: core, half-day"), "{err}");
+        assert!(err.contains("skip names unknown activity 'juggling'"), "{err}");
+        assert!(err.contains("poll is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_skipped_activity_keeps_its_minutes_as_open_lab_time() {
+        let course = Course::load();
+        let mut cohort = Cohort::load(&course).unwrap();
+        cohort.variant = CORE.into();
+        cohort.skip = vec!["outage".into()];
+        let sheet = course.run_sheet_for(&cohort);
+        let total: u32 = sheet.iter().map(|(_, m, _, _)| m).sum();
+        assert_eq!(total, course.course.session_minutes);
+        let slot = sheet.iter().find(|(_, _, s, _)| s.activity.as_deref() == Some("outage")).unwrap();
+        assert!(slot.0.starts_with("Open lab time (Activity 5:") && !slot.3, "{}", slot.0);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 pub mod course;
 pub mod log_sleuth;
+pub mod mythbusting;
+pub mod outage;
 pub mod pg;
 pub mod reflection_wall;
 pub mod rng;

@@ -41,8 +41,16 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// List what the lab can run (wal-race: strategies; mythbusting: myths; outage:
+        /// scenarios) and exit, without a server.
+        #[arg(long)]
+        list: bool,
         #[command(flatten)]
         race: RaceArgs,
+        #[command(flatten)]
+        myths: MythArgs,
+        #[command(flatten)]
+        outage: OutageArgs,
     },
     /// Check your exercise for an activity: fails until it is solved.
     Check {
@@ -90,15 +98,31 @@ struct RaceArgs {
     /// wal-race: no server; show the saved result set (fixtures/04-wal-race/saved) instead.
     #[arg(long, help_heading = "wal-race")]
     saved: bool,
-    /// wal-race: list the strategies and exit.
-    #[arg(long, help_heading = "wal-race")]
-    list: bool,
 }
 
 impl RaceArgs {
     fn given(&self) -> bool {
-        self.quick || !self.strategies.is_empty() || !self.writers.is_empty() || self.seconds.is_some() || self.saved || self.list
+        self.quick || !self.strategies.is_empty() || !self.writers.is_empty() || self.seconds.is_some() || self.saved
     }
+}
+
+/// Options of `labs run mythbusting` (activity 2).
+#[derive(clap::Args)]
+struct MythArgs {
+    /// mythbusting: run this myth's demonstration (repeatable; default: the poll's three).
+    #[arg(long = "myth", value_name = "ID", help_heading = "mythbusting")]
+    ids: Vec<String>,
+    /// mythbusting: print the poll's questions as CSV for a poll tool, and exit (no server).
+    #[arg(long, help_heading = "mythbusting")]
+    poll_csv: bool,
+}
+
+/// Options of `labs run outage` (activity 5).
+#[derive(clap::Args)]
+struct OutageArgs {
+    /// outage: which failure to stage (default frozen-wal-writer; see --list).
+    #[arg(long, value_name = "ID", help_heading = "outage")]
+    scenario: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -188,14 +212,23 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let course = Course::load();
     match cli.command {
         Command::List { json } => list(&course, json),
-        Command::Run { lab, json, race } => {
-            if lab == "wal-race" {
-                return run_wal_race(&course, race, json, cli.pg).await;
+        Command::Run { lab, json, list, race, myths, outage } => {
+            if race.given() && lab != "wal-race" {
+                bail!("--quick, --strategies, --writers, --seconds and --saved are options of `labs run wal-race`, not of {lab}");
             }
-            if race.given() {
-                bail!("--quick, --strategies, --writers, --seconds, --saved and --list are options of `labs run wal-race`, not of {lab}");
+            if (!myths.ids.is_empty() || myths.poll_csv) && lab != "mythbusting" {
+                bail!("--myth and --poll-csv are options of `labs run mythbusting`, not of {lab}");
             }
-            run(&course, &lab, json, cli.pg).await
+            if outage.scenario.is_some() && lab != "outage" {
+                bail!("--scenario is an option of `labs run outage`, not of {lab}");
+            }
+            match lab.as_str() {
+                "wal-race" => run_wal_race(&course, race, list, json, cli.pg).await,
+                "mythbusting" => run_mythbusting(&course, myths, list, json, cli.pg).await,
+                "outage" => run_outage(&course, outage, list, json, cli.pg).await,
+                _ if list => bail!("--list is an option of wal-race, mythbusting and outage, not of {lab}"),
+                _ => run(&course, &lab, json, cli.pg).await,
+            }
         }
         Command::Check { lab, solution, json } => check(&course, &lab, solution, json, cli.pg).await,
         Command::Doctor { json } => doctor(cli.pg, json).await,
@@ -258,7 +291,7 @@ async fn start_server(backend: Option<Backend>, needs: &[pg::Capability]) -> Res
 async fn with_server<T>(
     backend: Option<Backend>,
     needs: &[pg::Capability],
-    work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
+    work: impl for<'s> AsyncFnOnce(&'s mut Server) -> Result<T>,
 ) -> Result<Option<T>> {
     with_server_stoppable(backend, needs, None, work).await
 }
@@ -269,14 +302,14 @@ async fn with_server_stoppable<T>(
     backend: Option<Backend>,
     needs: &[pg::Capability],
     stop: Option<Arc<AtomicBool>>,
-    work: impl for<'s> AsyncFnOnce(&'s Server) -> Result<T>,
+    work: impl for<'s> AsyncFnOnce(&'s mut Server) -> Result<T>,
 ) -> Result<Option<T>> {
     // Registered before anything starts, so no Ctrl-C falls through to the default (exit at once).
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let start = start_server(backend, needs);
     tokio::pin!(start);
     let mut interrupted = false;
-    let server = loop {
+    let mut server = loop {
         tokio::select! {
             server = &mut start => break server?,
             _ = sigint.recv(), if !interrupted => {
@@ -288,7 +321,7 @@ async fn with_server_stoppable<T>(
     let outcome = if interrupted {
         None
     } else {
-        let work = work(&server);
+        let work = work(&mut server);
         tokio::pin!(work);
         let mut asked_to_stop = false;
         loop {
@@ -386,9 +419,9 @@ async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: 
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn run_wal_race(course: &Course, args: RaceArgs, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+async fn run_wal_race(course: &Course, args: RaceArgs, list: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
     use labs::wal_race::{self, race::Progress, strategy::Strategy};
-    if args.list {
+    if list {
         print!("{}", wal_race::report::strategies_text());
         return Ok(ExitCode::SUCCESS);
     }
@@ -512,6 +545,82 @@ impl RaceBoard {
         self.drawn = true;
         eprint!("{out}");
     }
+}
+
+/// `labs run mythbusting`: each chosen myth's demonstration on a fresh server of its own.
+async fn run_mythbusting(course: &Course, args: MythArgs, list: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    use labs::mythbusting::Bank;
+    let bank = Bank::load().map_err(anyhow::Error::msg)?;
+    if list {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&bank)?);
+        } else {
+            print!("{}", bank.list_text());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.poll_csv {
+        print!("{}", bank.poll_csv());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let demos = bank.select(&args.ids).map_err(anyhow::Error::msg)?;
+    if ready_activity(course, "mythbusting")?.is_none() {
+        return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
+    }
+    // Refuse before starting anything when the backend cannot do what the demos need.
+    let config = ProviderConfig::from_env(backend)?;
+    let resolved = pg::resolve_backend(&config).await?;
+    for capability in labs::mythbusting::needs(&demos) {
+        if !pg::capabilities_of(resolved).contains(&capability) {
+            return Err(pg::ProviderError::MissingCapability { backend: resolved, capability }.into());
+        }
+    }
+    let mut reports = Vec::new();
+    for (n, demo) in demos.iter().enumerate() {
+        let myth = bank.get(demo.id()).expect("selected from the bank");
+        eprintln!("[{}/{}] myth {}: \"{}\"", n + 1, demos.len(), myth.id, myth.statement);
+        let report = with_server(backend, demo.needs(), async |server| demo.run(server, &myth.statement, &myth.verdict).await).await?;
+        let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+        eprintln!("[{}/{}] done in {:.1} s", n + 1, demos.len(), report.seconds);
+        if !json {
+            println!("{}", report.to_text(myth));
+        }
+        reports.push(report);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lab": "mythbusting", "myths": reports }))?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `labs run outage`: one scenario, as configured and safe, each on a fresh server.
+async fn run_outage(course: &Course, args: OutageArgs, list: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+    use labs::outage::{self, Report, Scenario, Variant};
+    if list {
+        print!("{}", outage::scenarios_text());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scenario = match &args.scenario {
+        Some(id) => Scenario::parse(id).map_err(anyhow::Error::msg)?,
+        None => {
+            eprintln!("no --scenario given: running frozen-wal-writer (see `labs run outage --list`)");
+            Scenario::FrozenWalWriter
+        }
+    };
+    if ready_activity(course, "outage")?.is_none() {
+        return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
+    }
+    let mut runs = Vec::new();
+    for variant in [Variant::AsConfigured, Variant::Safe] {
+        eprintln!("outage {}: {} run ({})", scenario.id(), if variant == Variant::Safe { "safe" } else { "as-configured" }, scenario.setting(variant));
+        let run = with_server(backend, scenario.needs(), async |server| outage::burst::run(server, scenario, variant).await).await?;
+        let Some(run) = run else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
+        eprintln!("  done in {:.1} s", run.seconds);
+        runs.push(run);
+    }
+    let report = Report::new(scenario, runs);
+    print_report(json, &report, report.to_text())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify_schema(file: &PathBuf, json: bool, backend: Option<Backend>) -> Result<ExitCode> {

@@ -19,11 +19,44 @@ fn an_unknown_activity_lists_the_valid_ones() {
     assert!(stderr(&out).contains("unknown activity 'no-such-lab'; the activities are: log-sleuth, mythbusting"), "{}", stderr(&out));
 }
 
+/// Bad mythbusting and outage input: one line naming the valid choices, a non-zero exit, and no
+/// server started for it.
 #[test]
-fn a_draft_activity_says_so_with_exit_code_3() {
-    let out = labs(&["run", "mythbusting"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("'mythbusting' is a draft"), "{}", stderr(&out));
+fn unknown_myths_and_scenarios_list_the_valid_ones() {
+    let out = labs(&["run", "mythbusting", "--myth", "teleportation"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: unknown myth 'teleportation'; the myths are: replication-no-loss,"), "{}", stderr(&out));
+    let out = labs(&["run", "outage", "--scenario", "meteor"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown scenario 'meteor'; the scenarios are: frozen-wal-writer, async-failover, unarchived-wal"), "{}", stderr(&out));
+    let out = labs(&["run", "log-sleuth", "--scenario", "meteor"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--scenario is an option of `labs run outage`, not of log-sleuth"), "{}", stderr(&out));
+}
+
+/// The url backend cannot crash, freeze or fail over a server it does not own: it says which
+/// capability is missing and exits non-zero, before connecting anywhere.
+#[test]
+fn a_backend_without_a_needed_capability_says_which() {
+    let unreachable = "postgres://nobody@127.0.0.1:1/none";
+    let out = Command::new(env!("CARGO_BIN_EXE_labs")).args(["run", "outage", "--pg", "url"]).env("DATABASE_URL", unreachable).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("needs the 'freeze-wal-writer' capability, which the url backend does not offer"), "{}", stderr(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "mythbusting", "--pg", "url", "--myth", "replication-no-loss"])
+        .env("DATABASE_URL", unreachable)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("needs the 'standby' capability, which the url backend does not offer"), "{}", stderr(&out));
+}
+
+/// The poll's questions for a poll tool, without a server.
+#[test]
+fn poll_csv_needs_no_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_labs")).args(["run", "mythbusting", "--poll-csv"]).env("LABS_PG", "url").env_remove("DATABASE_URL").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("number,id,question,"));
 }
 
 #[test]
@@ -56,13 +89,19 @@ fn generate_refuses_to_overwrite_without_force() {
 /// Sends Ctrl-C (SIGINT) to `labs run log-sleuth` at several moments, from the server's start
 /// to the end of the lab, and checks what is left.
 fn interrupt_at_several_moments(backend: &str, moments_ms: &[u64], check_clean: impl Fn(u32, &std::path::Path)) {
+    interrupt_lab_at_several_moments(&["run", "log-sleuth"], backend, moments_ms, check_clean);
+}
+
+/// Sends Ctrl-C to a lab at several moments and checks what is left.
+fn interrupt_lab_at_several_moments(lab: &[&str], backend: &str, moments_ms: &[u64], check_clean: impl Fn(u32, &std::path::Path)) {
     for &ms in moments_ms {
         let tmp = tempfile::tempdir().unwrap();
         // Like /tmp: a server run as `nobody` (when the tests run as root) must reach its directory.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_labs"))
-            .args(["run", "log-sleuth", "--pg", backend])
+            .args(lab)
+            .args(["--pg", backend])
             .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -82,6 +121,16 @@ fn interrupt_at_several_moments(backend: &str, moments_ms: &[u64], check_clean: 
 #[test]
 fn ctrl_c_leaves_no_local_server_or_directory() {
     interrupt_at_several_moments("local", &[100, 400, 800, 1300], |_, tmp| {
+        let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    });
+}
+
+/// The outage lab crashes, freezes, backs up and restores: Ctrl-C in any of those steps leaves
+/// no server, standby or directory behind.
+#[test]
+fn ctrl_c_during_an_outage_leaves_nothing_behind() {
+    interrupt_lab_at_several_moments(&["run", "outage", "--scenario", "unarchived-wal"], "local", &[1500, 2500, 3500, 5000, 7000], |_, tmp| {
         let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
         assert!(left.is_empty(), "left behind: {left:?}");
     });

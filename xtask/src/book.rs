@@ -18,10 +18,12 @@ use mdbook::{Config, MDBook};
 use walkdir::WalkDir;
 
 use crate::markdown::{self, LinkEdit};
-use crate::{rel, run_sheet};
+use crate::{poll, rel, run_sheet};
 
 /// Where the generated run sheet goes in a page.
 pub const RUN_SHEET_DIRECTIVE: &str = "{{#run-sheet}}";
+/// Expands to one line naming the cohort (cohort.toml): title, date, variant, length.
+pub const COHORT_DIRECTIVE: &str = "{{#cohort}}";
 
 /// Pinned in xtask/Cargo.toml (`=1.20.0`); names the CSS copy, so an upgrade refreshes it.
 const ADMONISH_VERSION: &str = "1.20.0";
@@ -93,7 +95,9 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
     config.build.build_dir = out.to_path_buf();
     let mut book = MDBook::load_with_config(&book_dir, config).context("could not load the book (book/src/SUMMARY.md and its chapters)")?;
     book.config.set("preprocessor.admonish", admonish)?;
-    book.with_preprocessor(CoursePreprocessor { course, edition });
+    let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
+    let cohort = crate::load_cohort(root, &course)?;
+    book.with_preprocessor(CoursePreprocessor { course, cohort, bank, edition });
     book.with_preprocessor(mdbook_admonish::Admonish);
 
     let errors_before = LOGGED_ERRORS.load(Ordering::SeqCst);
@@ -113,6 +117,8 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
 /// edition removes facilitator notes and solution pages (and the links to them).
 struct CoursePreprocessor {
     course: Course,
+    cohort: labs::course::Cohort,
+    bank: labs::mythbusting::Bank,
     edition: Edition,
 }
 
@@ -122,10 +128,14 @@ impl Preprocessor for CoursePreprocessor {
     }
 
     fn run(&self, _ctx: &PreprocessorContext, mut book: Book) -> mdbook::errors::Result<Book> {
-        let removed = match self.edition {
+        let mut removed = match self.edition {
             Edition::Attendee => remove_solution_pages(&mut book.sections),
             Edition::Full => HashSet::new(),
         };
+        // Activities this cohort does not run leave the book (both editions).
+        for activity in self.course.activities.iter().filter(|a| !self.cohort.runs(&a.id)) {
+            removed.extend(remove_pages_under(&mut book.sections, Path::new(&activity.folder())));
+        }
         // mdBook's index preprocessor turns README.md into index.md, but leaves links to
         // README.md pointing at a README.html that is never written.
         let mut output_path: HashMap<PathBuf, PathBuf> = HashMap::new();
@@ -141,11 +151,18 @@ impl Preprocessor for CoursePreprocessor {
             let Some(page) = ch.path.clone() else { return }; // a draft chapter has no page
             let dir = page.parent().unwrap_or(Path::new(""));
             if ch.content.contains(RUN_SHEET_DIRECTIVE) {
-                let table = run_sheet::render(&self.course, &|a| {
+                let table = run_sheet::render(&self.course, &self.cohort, &|a| {
                     let chapter = output_path.get(&Path::new(&a.folder()).join("README.md"))?;
                     Some(relative_link(dir, chapter))
                 });
-                ch.content = ch.content.replace(RUN_SHEET_DIRECTIVE, &format!("{table}\n{}", run_sheet::timer(&self.course)));
+                let header = run_sheet::cohort_line(&self.course, &self.cohort);
+                ch.content = ch.content.replace(RUN_SHEET_DIRECTIVE, &format!("{header}\n\n{table}\n{}", run_sheet::timer(&self.course, &self.cohort)));
+            }
+            if ch.content.contains(COHORT_DIRECTIVE) {
+                ch.content = ch.content.replace(COHORT_DIRECTIVE, &run_sheet::cohort_line(&self.course, &self.cohort));
+            }
+            if ch.content.contains(poll::DIRECTIVE) {
+                ch.content = ch.content.replace(poll::DIRECTIVE, &poll::render(&self.bank, &self.cohort.poll));
             }
             if self.edition == Edition::Attendee {
                 ch.content = markdown::strip_facilitator_blocks(&ch.content);
@@ -170,6 +187,35 @@ impl Preprocessor for CoursePreprocessor {
         });
         Ok(book)
     }
+}
+
+/// Removes every chapter whose source lies under `folder` (a skipped activity); returns their paths.
+fn remove_pages_under(items: &mut Vec<BookItem>, folder: &Path) -> HashSet<PathBuf> {
+    let mut removed = HashSet::new();
+    items.retain(|item| match item {
+        BookItem::Chapter(ch) => {
+            let under = ch.source_path.as_ref().is_some_and(|p| p.starts_with(folder));
+            if under {
+                removed.extend(sources(item));
+            }
+            !under
+        }
+        _ => true,
+    });
+    for item in items.iter_mut() {
+        if let BookItem::Chapter(ch) = item {
+            removed.extend(remove_pages_under(&mut ch.sub_items, folder));
+        }
+    }
+    removed
+}
+
+/// The source paths of a chapter and of every chapter under it.
+fn sources(item: &BookItem) -> Vec<PathBuf> {
+    let BookItem::Chapter(ch) = item else { return Vec::new() };
+    let mut out: Vec<PathBuf> = ch.source_path.iter().cloned().collect();
+    out.extend(ch.sub_items.iter().flat_map(sources));
+    out
 }
 
 /// Removes every chapter named solution.md (the answer keys); returns their paths.
@@ -393,6 +439,25 @@ mod tests {
         assert_eq!(lab.sub_items.len(), 1);
     }
 
+    const TEST_COHORT: &str = "[cohort]\ntitle = \"Scratch cohort\"\ndate = \"2026-01-02\"\nvariant = \"core\"\npoll = [\"identity-gap-free\"]\n";
+
+    /// A skipped activity leaves both editions, with the links to it, and the run sheet keeps
+    /// its minutes as open lab time.
+    #[test]
+    fn a_skipped_activity_leaves_the_book() {
+        let root = scratch_root("skip");
+        let first = crate::test_course().activities[0].id.clone();
+        std::fs::write(root.join("cohort.toml"), format!("{TEST_COHORT}skip = [\"{first}\"]\n")).unwrap();
+        let out = root.join("target/book");
+        build(&root, Edition::Full, &out).unwrap();
+        assert!(!out.join("01-log-sleuth/index.html").exists(), "the skipped chapter was built");
+        let intro = std::fs::read_to_string(out.join("introduction.html")).unwrap();
+        assert!(intro.contains("the first lab") && !intro.contains("01-log-sleuth/index.html"), "a link to the skipped chapter survived");
+        let sheet = std::fs::read_to_string(out.join("run-sheet.html")).unwrap();
+        assert!(sheet.contains("Open lab time (Activity 1:") && sheet.contains("Scratch cohort"), "{sheet}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A scratch repository: the test course, the real book.toml, a small book using every feature.
     fn scratch_root(name: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!("xtask-book-{name}-{}", std::process::id()));
@@ -405,6 +470,7 @@ mod tests {
             std::fs::write(path, text).unwrap();
         };
         write("course.toml", crate::TEST_COURSE);
+        write("cohort.toml", TEST_COHORT);
         write("book/book.toml", &std::fs::read_to_string(real.join("book/book.toml")).unwrap());
         for asset in ["book/theme/timer.js", "book/theme/timer.css", "book/theme/print.css"] {
             write(asset, &std::fs::read_to_string(real.join(asset)).unwrap());

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use walkdir::WalkDir;
 
 /// Debian's chromium on PATH (the package is `chromium`).
@@ -18,8 +18,13 @@ pub fn find_chromium() -> Option<PathBuf> {
 }
 
 /// Pages meant to be printed: each must give a PDF.
-pub const PRINTABLE: [&str; 4] =
-    ["quick-reference.html", "03-schema-sketch/template.html", "04-wal-race/bet-sheet.html", "06-reflection-wall/sticky-template.html"];
+pub const PRINTABLE: [&str; 5] = [
+    "quick-reference.html",
+    "03-schema-sketch/template.html",
+    "04-wal-race/bet-sheet.html",
+    "05-outage/role-cards.html",
+    "06-reflection-wall/sticky-template.html",
+];
 
 fn headless(chromium: &Path) -> Command {
     let mut cmd = Command::new(chromium);
@@ -89,20 +94,77 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
             problems.push(format!("{printable}: missing"));
             continue;
         }
-        let pdf = profile.path().join("page.pdf");
-        let _ = std::fs::remove_file(&pdf);
-        let output = headless(chromium)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--no-pdf-header-footer")
-            .arg(format!("--print-to-pdf={}", pdf.display()))
-            .arg(format!("file://{}", page.display()))
-            .output()?;
-        let bytes = std::fs::read(&pdf).unwrap_or_default();
-        if !output.status.success() || !bytes.starts_with(b"%PDF") || bytes.len() < 1_000 {
-            problems.push(format!("{printable}: did not print to PDF ({} bytes)", bytes.len()));
+        for paper in Paper::ALL {
+            let pdf = profile.path().join("page.pdf");
+            match print_pdf(chromium, &page, paper, &pdf) {
+                Ok(pages) if printable == ONE_PAGE && pages != 1 => {
+                    problems.push(format!("{printable}: prints on {pages} {} pages; it must fit on one", paper.name()))
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{printable}: {e:#}")),
+            }
         }
     }
     Ok(problems)
+}
+
+/// The page that must print on a single sheet.
+pub const ONE_PAGE: &str = "quick-reference.html";
+
+/// The paper sizes the printable pages must print well on.
+#[derive(Clone, Copy, Debug)]
+pub enum Paper {
+    A4,
+    Letter,
+}
+
+impl Paper {
+    pub const ALL: [Paper; 2] = [Paper::A4, Paper::Letter];
+    pub fn name(self) -> &'static str {
+        match self {
+            Paper::A4 => "a4",
+            Paper::Letter => "letter",
+        }
+    }
+    fn css(self) -> &'static str {
+        match self {
+            Paper::A4 => "A4",
+            Paper::Letter => "letter",
+        }
+    }
+}
+
+/// Prints `page` to `pdf` on `paper` and returns the number of pages. The paper size is set with
+/// CSS `@page` in a copy of the page next to it (so its relative assets load), removed after.
+pub fn print_pdf(chromium: &Path, page: &Path, paper: Paper, pdf: &Path) -> Result<usize> {
+    let html = std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
+    let style = format!("<style>@page {{ size: {}; margin: 12mm; }}</style></head>", paper.css());
+    let copy = page.with_file_name(format!(".print-{}-{}", paper.name(), page.file_name().and_then(|n| n.to_str()).unwrap_or("page.html")));
+    std::fs::write(&copy, html.replacen("</head>", &style, 1))?;
+    let profile = tempfile::tempdir()?;
+    let _ = std::fs::remove_file(pdf);
+    let output = headless(chromium)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--no-pdf-header-footer")
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", copy.display()))
+        .output();
+    let _ = std::fs::remove_file(&copy);
+    let output = output.with_context(|| format!("running {}", chromium.display()))?;
+    let bytes = std::fs::read(pdf).unwrap_or_default();
+    if !output.status.success() || !bytes.starts_with(b"%PDF") || bytes.len() < 1_000 {
+        bail!("did not print to a {} PDF ({} bytes)", paper.name(), bytes.len());
+    }
+    Ok(pdf_pages(&bytes))
+}
+
+/// Counts the page objects of a PDF (`/Type /Page`, not `/Pages`).
+fn pdf_pages(bytes: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("/Type").filter(|(i, _)| {
+        let rest = text[i + 5..].trim_start();
+        rest.starts_with("/Page") && !rest.starts_with("/Pages")
+    }).count()
 }
 
 #[cfg(test)]

@@ -83,6 +83,15 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         course = Some(loaded);
         Ok(Outcome::Passed)
     });
+    if let Some(course) = &course {
+        report.step("cohort.toml validates (variant, date, poll myths, skipped activities)", || {
+            let cohort = crate::load_cohort(root, course)?;
+            let variants: Vec<String> =
+                std::iter::once(format!("core {} min", course.course.session_minutes)).chain(course.variants.iter().map(|v| format!("{} {} min", v.id, v.session_minutes))).collect();
+            println!("{}, {}: variant {}; every variant adds up ({})", cohort.title, cohort.date, cohort.variant, variants.join(", "));
+            Ok(Outcome::Passed)
+        });
+    }
 
     let full = Edition::Full.default_out(root);
     let attendee = Edition::Attendee.default_out(root);

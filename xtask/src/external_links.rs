@@ -61,6 +61,13 @@ pub fn collect(root: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
             for url in urls(&text) {
                 found.entry(url).or_default().insert(page.clone());
             }
+            // The poll page's links come from the myth bank, at build time.
+            if text.contains(crate::poll::DIRECTIVE) {
+                let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
+                for url in crate::poll::urls(&bank) {
+                    found.entry(url).or_default().insert(page.clone());
+                }
+            }
         }
     }
     Ok(found)

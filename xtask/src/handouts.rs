@@ -13,7 +13,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::book::{self, Edition};
-use crate::{links, load_course, rel, run_sheet};
+use crate::{browser, links, load_course, rel, run_sheet};
 
 pub fn run(root: &Path, out: Option<PathBuf>) -> Result<()> {
     build(root, &out.unwrap_or_else(|| root.join("target/handouts")))
@@ -21,6 +21,10 @@ pub fn run(root: &Path, out: Option<PathBuf>) -> Result<()> {
 
 pub fn build(root: &Path, out: &Path) -> Result<()> {
     let course = load_course(root)?;
+    let cohort = crate::load_cohort(root, &course)?;
+    // Fixtures of activities this cohort does not run stay out of both bundles.
+    let skipped: Vec<String> = course.activities.iter().filter(|a| !cohort.runs(&a.id)).map(|a| a.folder()).collect();
+    let runs = |path: &Path| !path.components().any(|c| skipped.iter().any(|s| c.as_os_str() == s.as_str()));
     let full = Edition::Full.default_out(root);
     let attendee = Edition::Attendee.default_out(root);
     book::build(root, Edition::Full, &full)?;
@@ -31,20 +35,28 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
         println!("warning: no fixtures/ directory; the handouts carry no fixtures");
     }
     let how_to_run = how_to_run(&course);
+    // The printable pages of the activities that run, as PDFs for A4 and Letter.
+    let printables: Vec<&str> = browser::PRINTABLE
+        .iter()
+        .copied()
+        .filter(|page| !skipped.iter().any(|s| page.starts_with(s.as_str())))
+        .collect();
 
     let attendee_zip = out.join("attendee.zip");
     let mut zip = Bundle::create(&attendee_zip, "attendee")?;
     zip.add_tree(&attendee, "book", &|_| true)?;
-    zip.add_tree(&fixtures, "fixtures", &|path| !path.components().any(|c| c.as_os_str() == "answers"))?;
+    zip.add_tree(&fixtures, "fixtures", &|path| runs(path) && !path.components().any(|c| c.as_os_str() == "answers"))?;
     zip.add("HOW-TO-RUN.md", how_to_run.as_bytes())?;
+    let printed = add_printables(&mut zip, &attendee, &printables, Audience::Attendee)?;
     let attendee_files = zip.finish()?;
 
     let facilitator_zip = out.join("facilitator.zip");
     let mut zip = Bundle::create(&facilitator_zip, "facilitator")?;
     zip.add_tree(&full, "book", &|_| true)?;
-    zip.add_tree(&fixtures, "fixtures", &|_| true)?;
-    zip.add("run-sheet.md", run_sheet_page(&course).as_bytes())?;
+    zip.add_tree(&fixtures, "fixtures", &|path| runs(path))?;
+    zip.add("run-sheet.md", run_sheet_page(&course, &cohort).as_bytes())?;
     zip.add("HOW-TO-RUN.md", how_to_run.as_bytes())?;
+    add_printables(&mut zip, &full, &printables, Audience::Facilitator)?;
     let facilitator_files = zip.finish()?;
 
     let problems = facilitator_material_in(&attendee_zip)?;
@@ -61,7 +73,45 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
         let size = std::fs::metadata(zip)?.len();
         println!("{}: {files} files, {:.1} MB", rel(root, zip), size as f64 / 1e6);
     }
+    match printed {
+        Some(n) => println!("printable: {n} PDFs in each bundle's print/ (A4 and Letter)"),
+        None => println!(
+            "warning: no chromium on PATH, so the bundles have no print/ PDFs; the printable pages still print from the \
+             book (apt-get install chromium, then rerun to add them)"
+        ),
+    }
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    Attendee,
+    Facilitator,
+}
+
+/// Prints each printable page of `book` to A4 and Letter PDFs under print/ (None: no chromium).
+fn add_printables(zip: &mut Bundle, book: &Path, pages: &[&str], audience: Audience) -> Result<Option<usize>> {
+    let Some(chromium) = browser::find_chromium() else { return Ok(None) };
+    let dir = tempfile::tempdir()?;
+    let mut count = 0;
+    for page in pages {
+        let source = book.join(page);
+        if !source.is_file() {
+            // The attendee edition has no facilitator-only pages; the full one has them all.
+            if audience == Audience::Facilitator {
+                bail!("{page} is missing from the built book");
+            }
+            continue;
+        }
+        let stem = page.trim_end_matches(".html").replace('/', "-");
+        for paper in browser::Paper::ALL {
+            let pdf = dir.path().join(format!("{stem}-{}.pdf", paper.name()));
+            browser::print_pdf(&chromium, &source, paper, &pdf)?;
+            zip.add(&format!("print/{stem}-{}.pdf", paper.name()), &std::fs::read(&pdf)?)?;
+            count += 1;
+        }
+    }
+    Ok(Some(count))
 }
 
 /// A zip whose entries all sit under one top folder, so unzipping makes one directory.
@@ -149,13 +199,13 @@ fn facilitator_traces(name: &str, content: &str) -> Vec<String> {
 }
 
 /// The facilitator's run sheet, linking into the bundled book.
-fn run_sheet_page(course: &Course) -> String {
+fn run_sheet_page(course: &Course, cohort: &labs::course::Cohort) -> String {
     format!(
-        "# Run sheet: {}\n\n{} minutes. Start times are from the start of the session. Generated from course.toml; \
-         the same table is in the book's run sheet page.\n\n{}",
+        "# Run sheet: {}\n\n{}\n\nStart times are from the start of the session. Generated from course.toml and \
+         cohort.toml; the same table is in the book's run sheet page.\n\n{}",
         course.course.title,
-        course.course.session_minutes,
-        run_sheet::render(course, &|a| Some(format!("book/{}/index.html", a.folder())))
+        run_sheet::cohort_line(course, cohort),
+        run_sheet::render(course, cohort, &|a| Some(format!("book/{}/index.html", a.folder())))
     )
 }
 

@@ -12,6 +12,7 @@ mod external_links;
 mod handouts;
 mod links;
 mod markdown;
+mod poll;
 mod prepare;
 mod run_sheet;
 mod serve;
@@ -136,6 +137,20 @@ pub fn load_course(root: &Path) -> Result<Course> {
     let path = root.join("course.toml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
     Course::parse(&text).map_err(|e| anyhow::anyhow!("{e}\nFix course.toml, then rerun."))
+}
+
+/// cohort.toml from disk, checked against the course and the myth bank.
+pub fn load_cohort(root: &Path, course: &Course) -> Result<labs::course::Cohort> {
+    let path = root.join("cohort.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+    let cohort = labs::course::Cohort::parse(&text, course).map_err(|e| anyhow::anyhow!("{e}\nFix cohort.toml, then rerun."))?;
+    let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
+    let unknown: Vec<&String> = cohort.poll.iter().filter(|id| bank.get(id).is_none()).collect();
+    if !unknown.is_empty() {
+        let ids: Vec<&str> = bank.myth.iter().map(|m| m.id.as_str()).collect();
+        bail!("cohort.toml: poll names unknown myth(s) {unknown:?}; the myths are: {}\nFix cohort.toml, then rerun.", ids.join(", "));
+    }
+    Ok(cohort)
 }
 
 /// `cargo`, the same one that started us, run from the repository root.
@@ -271,4 +286,16 @@ fallback = "E-mail the bundle."
 #[cfg(test)]
 pub fn test_course() -> Course {
     Course::parse(TEST_COURSE).expect("the test course is valid")
+}
+
+/// A cohort that runs the test course's core variant in full.
+#[cfg(test)]
+pub fn test_cohort() -> labs::course::Cohort {
+    labs::course::Cohort {
+        title: "Test cohort".into(),
+        date: "2026-01-01".into(),
+        variant: labs::course::CORE.into(),
+        poll: vec![],
+        skip: vec![],
+    }
 }

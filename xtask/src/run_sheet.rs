@@ -1,19 +1,42 @@
 //! The minute-by-minute run sheet, rendered as a Markdown table from course.toml. The book's
 //! `{{#run-sheet}}` and the facilitator handout both use it, so timing lives in one place.
 
-use labs::course::{Activity, Course, Status};
+use labs::course::{Activity, Cohort, Course, Status, CORE};
 
-/// Renders the table. `chapter_link` gives the link to a ready activity's chapter, as seen from
-/// the page the table goes into (None: no link).
-pub fn render(course: &Course, chapter_link: &dyn Fn(&Activity) -> Option<String>) -> String {
+/// One line naming the cohort and its variant, above the table.
+pub fn cohort_line(course: &Course, cohort: &Cohort) -> String {
+    let variant = match course.variants.iter().find(|v| v.id == cohort.variant) {
+        Some(v) => v.title.clone(),
+        None if cohort.variant == CORE => "Core".to_string(),
+        None => cohort.variant.clone(),
+    };
+    let skipped = if cohort.skip.is_empty() { String::new() } else { format!("; not run: {}", cohort.skip.join(", ")) };
+    format!(
+        "**{}**, {}. {variant}, {} minutes{skipped} (set in `cohort.toml`).",
+        cohort.title,
+        cohort.date,
+        course.session_minutes(&cohort.variant)
+    )
+}
+
+/// Renders the table for the cohort's variant. `chapter_link` gives the link to a ready
+/// activity's chapter, as seen from the page the table goes into (None: no link).
+pub fn render(course: &Course, cohort: &Cohort, chapter_link: &dyn Fn(&Activity) -> Option<String>) -> String {
     let mut out = String::from(
         "| Start | Min | Segment | Facilitator | In the room | Remote | Fallback |\n\
          |------:|----:|---------|-------------|-------------|--------|----------|\n",
     );
     let mut start = 0;
-    for (title, minutes, segment) in course.run_sheet() {
+    for (title, minutes, segment, runs) in course.run_sheet_for(cohort) {
         let activity = segment.activity.as_deref().and_then(|id| course.activity(id));
         let cells: [String; 5] = match activity {
+            Some(_) if !runs => [
+                cell(&title),
+                "Open lab: pairs finish or rerun an earlier lab; take questions.".into(),
+                "Finish an earlier lab with your pair.".into(),
+                "The same, in breakout rooms.".into(),
+                "Use these minutes as buffer.".into(),
+            ],
             Some(activity) => {
                 let link = (activity.status == Status::Ready).then(|| chapter_link(activity)).flatten();
                 let (segment_cell, see) = match (&link, activity.status) {
@@ -37,12 +60,12 @@ pub fn render(course: &Course, chapter_link: &dyn Fn(&Activity) -> Option<String
 
 /// The segment timer under the table (book/theme/timer.js drives it): one option per segment,
 /// its value the segment's length in seconds, so the timer follows course.toml.
-pub fn timer(course: &Course) -> String {
+pub fn timer(course: &Course, cohort: &Cohort) -> String {
     let mut out = String::from(
         "<div id=\"segment-timer\" aria-live=\"polite\">\n<select aria-label=\"Segment\">\n",
     );
     let mut start = 0;
-    for (title, minutes, _) in course.run_sheet() {
+    for (title, minutes, _, _) in course.run_sheet_for(cohort) {
         out.push_str(&format!("<option value=\"{}\">{} {} ({minutes} min)</option>\n", minutes * 60, clock(start), html(&title)));
         start += minutes;
     }
@@ -74,7 +97,7 @@ fn cell(text: &str) -> String {
 mod tests {
     use super::*;
 
-    use crate::test_course as course;
+    use crate::{test_cohort as cohort, test_course as course};
 
     fn rows(table: &str) -> Vec<Vec<String>> {
         table
@@ -87,7 +110,7 @@ mod tests {
     #[test]
     fn start_times_accumulate_and_the_total_is_the_session() {
         let course = course();
-        let table = render(&course, &|a| Some(format!("{}/README.md", a.folder())));
+        let table = render(&course, &cohort(), &|a| Some(format!("{}/README.md", a.folder())));
         let rows = rows(&table);
         assert_eq!(rows.len(), course.segments.len() + 1);
         assert_eq!(rows[0][0], "00:00");
@@ -101,7 +124,7 @@ mod tests {
     #[test]
     fn ready_activities_link_to_their_chapter_and_drafts_do_not() {
         let course = course();
-        let table = render(&course, &|a| Some(format!("{}/README.md", a.folder())));
+        let table = render(&course, &cohort(), &|a| Some(format!("{}/README.md", a.folder())));
         for a in &course.activities {
             let row = table.lines().find(|l| l.contains(&a.title.replace('|', "\\|"))).unwrap();
             let link = format!("]({}/README.md)", a.folder());
@@ -113,11 +136,26 @@ mod tests {
     #[test]
     fn the_timer_has_one_option_per_segment_in_seconds() {
         let course = course();
-        let timer = timer(&course);
+        let timer = timer(&course, &cohort());
         assert_eq!(timer.matches("<option").count(), course.segments.len());
         let (title, minutes, _) = course.run_sheet().into_iter().next().unwrap();
         assert!(timer.contains(&format!("<option value=\"{}\">00:00 {} ({minutes} min)</option>", minutes * 60, html(&title))), "{timer}");
         assert!(!timer.contains("\n\n"), "a blank line would end the HTML block in markdown");
+    }
+
+    #[test]
+    fn the_half_day_and_a_skipped_activity_come_from_the_same_data() {
+        let course = labs::course::Course::load();
+        let mut cohort = labs::course::Cohort::load(&course).unwrap();
+        cohort.variant = "half-day".into();
+        cohort.skip = vec!["outage".into()];
+        let table = render(&course, &cohort, &|a| Some(format!("{}/README.md", a.folder())));
+        let total = rows(&table).last().unwrap().clone();
+        assert_eq!(total[1], "**210**");
+        assert!(table.contains("| Lab clinic |") && table.contains("| Coffee break |"), "{table}");
+        assert!(table.contains("Open lab time (Activity 5:"), "{table}");
+        assert!(!table.contains("05-outage/README.md"), "a skipped activity must not link to its chapter");
+        assert!(cohort_line(&course, &cohort).contains("Half day, 210 minutes; not run: outage"));
     }
 
     #[test]

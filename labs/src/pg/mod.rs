@@ -12,6 +12,7 @@
 //! - `auto`: container when a Docker engine answers and has the image, else local, else an error
 //!   that says how to get either.
 
+mod cluster;
 mod container;
 mod docker;
 mod local;
@@ -70,10 +71,23 @@ impl std::str::FromStr for Backend {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
-    /// Stop the server at once, as a crash would (`pg_ctl stop -m immediate`, SIGQUIT).
+    /// Stop the server at once, as a crash would (immediate stop: SIGQUIT to the postmaster).
     Crash,
     /// Start it again after a crash; it runs crash recovery.
     Restart,
+    /// Freeze and thaw the WAL writer (SIGSTOP, SIGCONT). A crash while it is frozen loses the
+    /// WAL it had not flushed, as an operating-system crash loses unflushed writes.
+    FreezeWalWriter,
+    /// A streaming standby built from the primary with pg_basebackup: pause its WAL receiver,
+    /// promote it, make it synchronous.
+    Standby,
+    /// WAL archiving from the first moment, a base backup, and a restore from both.
+    Archive,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 5] =
+        [Capability::Crash, Capability::Restart, Capability::FreezeWalWriter, Capability::Standby, Capability::Archive];
 }
 
 impl fmt::Display for Capability {
@@ -81,6 +95,9 @@ impl fmt::Display for Capability {
         f.write_str(match self {
             Capability::Crash => "crash",
             Capability::Restart => "restart",
+            Capability::FreezeWalWriter => "freeze-wal-writer",
+            Capability::Standby => "standby",
+            Capability::Archive => "archive",
         })
     }
 }
@@ -144,8 +161,10 @@ pub enum ProviderError {
     DatabaseUrlMissing,
     #[error("--pg url: {0}")]
     Url(String),
-    #[error("this lab needs to {capability} the server, which the {backend} backend cannot do; use --pg container or --pg local")]
+    #[error("this lab needs the '{capability}' capability, which the {backend} backend does not offer (an existing server cannot be crashed, frozen or given a standby); use --pg container or --pg local")]
     MissingCapability { backend: Backend, capability: Capability },
+    #[error("{0}")]
+    Replication(String),
     #[error("the server at {endpoint} did not accept connections within {seconds} s: {last_error}")]
     NotReady { endpoint: String, seconds: u64, last_error: String },
     #[error("server control failed ({action}): {detail}")]
@@ -160,10 +179,12 @@ pub struct Server {
 }
 
 enum ServerKind {
-    Container(container::ContainerServer),
-    Local(local::LocalServer),
+    Cluster(cluster::Cluster),
     Url(url::UrlDatabase),
 }
+
+/// Which node of a lab's cluster a statement goes to.
+pub use cluster::Node;
 
 impl Server {
     /// Gets a fresh server from the configured backend, checking first that it can do what
@@ -175,9 +196,10 @@ impl Server {
                 return Err(ProviderError::MissingCapability { backend, capability });
             }
         }
+        let settings = settings_for(needs, backend);
         let inner = match backend {
-            Backend::Container => ServerKind::Container(container::ContainerServer::start(&config.image).await?),
-            Backend::Local => ServerKind::Local(local::LocalServer::start().await?),
+            Backend::Container => ServerKind::Cluster(container::start(&config.image, &settings).await?),
+            Backend::Local => ServerKind::Cluster(local::start(&settings).await?),
             Backend::Url => {
                 let url = config.database_url.as_deref().ok_or(ProviderError::DatabaseUrlMissing)?;
                 ServerKind::Url(url::UrlDatabase::create(url).await?)
@@ -185,15 +207,15 @@ impl Server {
             Backend::Auto => unreachable!("resolve_backend never returns auto"),
         };
         let server = Server { inner };
-        server.wait_ready().await?;
+        server.wait_ready(Node::Primary).await?;
         Ok(server)
     }
 
     /// The backend actually in use (never `auto`).
     pub fn backend(&self) -> Backend {
-        match self.inner {
-            ServerKind::Container(_) => Backend::Container,
-            ServerKind::Local(_) => Backend::Local,
+        match &self.inner {
+            ServerKind::Cluster(c) if c.image.is_some() => Backend::Container,
+            ServerKind::Cluster(_) => Backend::Local,
             ServerKind::Url(_) => Backend::Url,
         }
     }
@@ -201,16 +223,18 @@ impl Server {
     /// One line for people: which backend, where.
     pub fn describe(&self) -> String {
         match &self.inner {
-            ServerKind::Container(c) => format!("container {} on {}", c.image(), self.endpoint()),
-            ServerKind::Local(l) => format!("local server from {} on {}", l.bin_dir().display(), self.endpoint()),
+            ServerKind::Cluster(c) => match &c.image {
+                Some(image) => format!("container {image} on {}", self.endpoint()),
+                None => format!("local server in {} on {}", c.host.root(), self.endpoint()),
+            },
             ServerKind::Url(u) => format!("database {} on {}", u.database(), self.endpoint()),
         }
     }
 
-    /// The local backend's temporary directory (data, socket, log), removed on shutdown.
-    pub fn local_directory(&self) -> Option<&std::path::Path> {
+    /// The local backend's temporary directory (data, sockets, logs, archive), removed on shutdown.
+    pub fn local_directory(&self) -> Option<std::path::PathBuf> {
         match &self.inner {
-            ServerKind::Local(l) => Some(l.directory()),
+            ServerKind::Cluster(c) if c.image.is_none() => Some(c.host.root().into()),
             _ => None,
         }
     }
@@ -219,11 +243,15 @@ impl Server {
         capabilities_of(self.backend())
     }
 
-    /// Connection settings for this lab's database.
+    /// Connection settings for this lab's database on the primary.
     pub fn config(&self) -> tokio_postgres::Config {
+        self.node_config(Node::Primary)
+    }
+
+    /// Connection settings for one node (the standby's are meaningful once it exists).
+    pub fn node_config(&self, node: Node) -> tokio_postgres::Config {
         match &self.inner {
-            ServerKind::Container(c) => c.config(),
-            ServerKind::Local(l) => l.config(),
+            ServerKind::Cluster(c) => c.config(node),
             ServerKind::Url(u) => u.config(),
         }
     }
@@ -245,22 +273,20 @@ impl Server {
     }
 
     fn endpoint(&self) -> String {
-        let c = self.config();
-        let host = match c.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(other) => format!("{other:?}"),
-            None => "?".into(),
-        };
-        format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
+        endpoint_of(&self.config())
     }
 
-    /// A new session. The connection task runs in the background until the client is dropped.
+    /// A new session on the primary. The connection task runs in the background until the
+    /// client is dropped.
     pub async fn connect(&self) -> Result<Client, ProviderError> {
-        let (client, connection) = self
-            .config()
-            .connect(NoTls)
-            .await
-            .map_err(|source| ProviderError::Connect { endpoint: self.endpoint(), source })?;
+        self.connect_to(Node::Primary).await
+    }
+
+    /// A new session on one node.
+    pub async fn connect_to(&self, node: Node) -> Result<Client, ProviderError> {
+        let config = self.node_config(node);
+        let (client, connection) =
+            config.connect(NoTls).await.map_err(|source| ProviderError::Connect { endpoint: endpoint_of(&config), source })?;
         tokio::spawn(async move {
             // A connection error surfaces on the client's next query; nothing to report here.
             let _ = connection.await;
@@ -268,43 +294,236 @@ impl Server {
         Ok(client)
     }
 
-    /// Stops the server at once, as a crash would: no checkpoint, no flush of unwritten WAL.
+    fn cluster(&mut self, capability: Capability) -> Result<&mut cluster::Cluster, ProviderError> {
+        match &mut self.inner {
+            ServerKind::Cluster(c) => Ok(c),
+            ServerKind::Url(_) => Err(ProviderError::MissingCapability { backend: Backend::Url, capability }),
+        }
+    }
+
+    fn cluster_ref(&self, capability: Capability) -> Result<&cluster::Cluster, ProviderError> {
+        match &self.inner {
+            ServerKind::Cluster(c) => Ok(c),
+            ServerKind::Url(_) => Err(ProviderError::MissingCapability { backend: Backend::Url, capability }),
+        }
+    }
+
+    /// Stops the primary at once, as a crash would: no checkpoint, no flush of unwritten WAL.
+    /// A frozen WAL writer is killed without running, so what it held is lost.
     pub async fn crash(&mut self) -> Result<(), ProviderError> {
-        match &mut self.inner {
-            ServerKind::Container(c) => c.crash().await,
-            ServerKind::Local(l) => l.crash().await,
-            ServerKind::Url(_) => Err(ProviderError::MissingCapability { backend: Backend::Url, capability: Capability::Crash }),
-        }
+        self.crash_node(Node::Primary).await
     }
 
-    /// Starts the server again after [`Server::crash`] and waits until it accepts connections
-    /// (crash recovery has then finished). The port may change with containers: reconnect.
+    /// Crashes one node (the standby too can crash).
+    pub async fn crash_node(&mut self, node: Node) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::Crash)?;
+        let frozen = if node == Node::Primary { std::mem::take(&mut c.frozen) } else { Vec::new() };
+        c.host.crash(node, &frozen).await?;
+        match node {
+            Node::Primary => c.primary_running = false,
+            Node::Standby => c.standby_running = false,
+        }
+        Ok(())
+    }
+
+    /// Starts the primary again after [`Server::crash`] and waits until it accepts connections
+    /// (crash recovery has then finished). Reconnect: old sessions are gone.
     pub async fn restart(&mut self) -> Result<(), ProviderError> {
-        match &mut self.inner {
-            ServerKind::Container(c) => c.restart().await?,
-            ServerKind::Local(l) => l.restart().await?,
-            ServerKind::Url(_) => {
-                return Err(ProviderError::MissingCapability { backend: Backend::Url, capability: Capability::Restart })
-            }
-        }
-        self.wait_ready().await
+        self.restart_node(Node::Primary).await
     }
 
-    /// Removes the server and everything it wrote (container, temporary directory, database).
+    /// Starts a crashed node again.
+    pub async fn restart_node(&mut self, node: Node) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::Restart)?;
+        c.host.start(node).await?;
+        match node {
+            Node::Primary => c.primary_running = true,
+            Node::Standby => c.standby_running = true,
+        }
+        self.wait_ready(node).await
+    }
+
+    /// Freezes the primary's WAL writer (SIGSTOP). Commits with synchronous_commit = off then
+    /// stay in shared memory until a backend flushes for its own reasons (a synchronous commit,
+    /// full WAL buffers, a dirty page written out): a crash now loses them, as an OS crash
+    /// loses what the WAL writer had not flushed. Returns its process id.
+    pub async fn freeze_wal_writer(&mut self) -> Result<i32, ProviderError> {
+        let client = self.connect().await?;
+        let row = client
+            .query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'", &[])
+            .await
+            .map_err(|e| ProviderError::Control { action: "find the WAL writer", detail: e.to_string() })?;
+        let pid: i32 = row.get(0);
+        let c = self.cluster(Capability::FreezeWalWriter)?;
+        c.host.signal(pid, "STOP").await?;
+        c.frozen.push(pid);
+        Ok(pid)
+    }
+
+    /// Lets the frozen WAL writer run again; it flushes what it held.
+    pub async fn thaw_wal_writer(&mut self) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::FreezeWalWriter)?;
+        for pid in std::mem::take(&mut c.frozen) {
+            c.host.signal(pid, "CONT").await?;
+        }
+        Ok(())
+    }
+
+    /// Builds a streaming standby from the primary (pg_basebackup -R), starts it, and waits
+    /// until it streams. Asynchronous until [`Server::set_synchronous_standby`].
+    pub async fn start_standby(&mut self) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::Standby)?;
+        if c.standby_running {
+            return Err(ProviderError::Replication("this lab already has a standby".into()));
+        }
+        c.host.create_standby(c.primary.inside, c.standby.inside).await?;
+        c.standby_running = true;
+        self.wait_ready(Node::Standby).await?;
+        self.wait_standby_caught_up().await
+    }
+
+    /// Waits until the standby has replayed everything the primary has written so far.
+    pub async fn wait_standby_caught_up(&self) -> Result<(), ProviderError> {
+        self.cluster_ref(Capability::Standby)?;
+        let primary = self.connect().await?;
+        let standby = self.connect_to(Node::Standby).await?;
+        let target: String = primary.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(replication)?.get(0);
+        let started = Instant::now();
+        while started.elapsed() < READY_TIMEOUT {
+            let caught_up: bool = standby
+                .query_one("SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)", &[&target])
+                .await
+                .map_err(replication)?
+                .get(0);
+            if caught_up {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ProviderError::Replication(format!("the standby did not replay up to {target} within {} s", READY_TIMEOUT.as_secs())))
+    }
+
+    /// Disconnects the standby's WAL receiver (primary_conninfo emptied and reloaded) and
+    /// waits until it is gone: from now on the standby receives nothing. Deterministic, unlike
+    /// a network fault: what was replayed before stays, nothing after arrives.
+    pub async fn pause_standby_receiver(&mut self) -> Result<(), ProviderError> {
+        let standby = self.connect_to(Node::Standby).await?;
+        let conninfo: String = standby.query_one("SHOW primary_conninfo", &[]).await.map_err(replication)?.get(0);
+        let c = self.cluster(Capability::Standby)?;
+        if conninfo.is_empty() {
+            return Err(ProviderError::Replication("the standby's receiver is already paused".into()));
+        }
+        c.paused_conninfo = Some(conninfo);
+        alter_system(&standby, "primary_conninfo", "").await?;
+        self.wait_for(Node::Standby, "SELECT count(*) = 0 FROM pg_stat_wal_receiver", "the WAL receiver to stop").await
+    }
+
+    /// Reconnects a paused receiver and waits until it streams again.
+    pub async fn resume_standby_receiver(&mut self) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::Standby)?;
+        let Some(conninfo) = c.paused_conninfo.take() else {
+            return Err(ProviderError::Replication("the standby's receiver is not paused".into()));
+        };
+        let standby = self.connect_to(Node::Standby).await?;
+        alter_system(&standby, "primary_conninfo", &conninfo).await?;
+        self.wait_for(Node::Standby, "SELECT count(*) = 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'", "the WAL receiver to stream")
+            .await
+    }
+
+    /// Makes every standby synchronous (`synchronous_standby_names = '*'`) or none. With it on,
+    /// a commit on the primary returns only once the standby has flushed it (synchronous_commit
+    /// = on), and waits for as long as the standby does not answer.
+    pub async fn set_synchronous_standby(&mut self, on: bool) -> Result<(), ProviderError> {
+        self.cluster(Capability::Standby)?;
+        let primary = self.connect().await?;
+        let value = if on { "*" } else { "" };
+        alter_system(&primary, "synchronous_standby_names", value).await?;
+        if on {
+            self.wait_for(Node::Primary, "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'", "the standby to become synchronous")
+                .await
+        } else {
+            self.wait_for(Node::Primary, "SELECT current_setting('synchronous_standby_names') = ''", "synchronous replication to be off").await
+        }
+    }
+
+    /// Promotes the standby to a primary (pg_promote) and waits until it accepts writes.
+    pub async fn promote_standby(&mut self) -> Result<(), ProviderError> {
+        self.cluster(Capability::Standby)?;
+        let standby = self.connect_to(Node::Standby).await?;
+        let promoted: bool = standby.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(replication)?.get(0);
+        if !promoted {
+            return Err(ProviderError::Replication("pg_promote did not finish within 60 s".into()));
+        }
+        self.wait_for(Node::Standby, "SELECT NOT pg_is_in_recovery()", "the promoted standby to accept writes").await
+    }
+
+    /// Takes a base backup of the primary (archiving has been on since the server started).
+    pub async fn take_base_backup(&mut self) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::Archive)?;
+        c.host.base_backup(c.primary.inside).await
+    }
+
+    /// Closes the current WAL segment (pg_switch_wal) and waits until the archiver has copied
+    /// it: everything committed so far is then in the archive. Returns the segment's name.
+    pub async fn switch_wal_and_wait_archived(&mut self) -> Result<String, ProviderError> {
+        self.cluster(Capability::Archive)?;
+        let primary = self.connect().await?;
+        let segment: String =
+            primary.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[]).await.map_err(replication)?.get(0);
+        let check = format!("SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver");
+        self.wait_for(Node::Primary, &check, "the archiver to copy the closed segment").await?;
+        Ok(segment)
+    }
+
+    /// The segments in the WAL archive.
+    pub async fn archived_segments(&self) -> Result<Vec<String>, ProviderError> {
+        self.cluster_ref(Capability::Archive)?.host.archived_segments().await
+    }
+
+    /// The primary's disk is lost: its data directory is replaced by the base backup, which
+    /// recovers from the archived WAL and becomes a primary again. Crash it first.
+    pub async fn restore_primary_from_archive(&mut self) -> Result<(), ProviderError> {
+        let c = self.cluster(Capability::Archive)?;
+        if c.primary_running {
+            return Err(ProviderError::Replication("the primary is running; crash it before restoring over it".into()));
+        }
+        c.host.restore_primary_from_archive().await?;
+        c.primary_running = true;
+        self.wait_ready(Node::Primary).await?;
+        self.wait_for(Node::Primary, "SELECT NOT pg_is_in_recovery()", "archive recovery to end").await
+    }
+
+    /// Removes the servers and everything they wrote (container, temporary directory, database).
     /// Dropping a `Server` does the same on a best-effort basis; this reports errors.
     pub async fn shutdown(self) -> Result<(), ProviderError> {
         match self.inner {
-            ServerKind::Container(c) => c.remove().await,
-            ServerKind::Local(l) => l.stop().await,
+            ServerKind::Cluster(c) => match c.host {
+                cluster::Host::Container { container } => container::remove(container).await,
+                host @ cluster::Host::Local(_) => host.stop_all().await,
+            },
             ServerKind::Url(u) => u.drop_database().await,
         }
     }
 
-    async fn wait_ready(&self) -> Result<(), ProviderError> {
+    /// Polls `check` (one boolean) on a node until it is true.
+    async fn wait_for(&self, node: Node, check: &str, what: &str) -> Result<(), ProviderError> {
+        let client = self.connect_to(node).await?;
+        let started = Instant::now();
+        while started.elapsed() < READY_TIMEOUT {
+            if client.query_one(check, &[]).await.map_err(replication)?.get::<_, bool>(0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ProviderError::Replication(format!("gave up waiting {} s for {what}", READY_TIMEOUT.as_secs())))
+    }
+
+    async fn wait_ready(&self, node: Node) -> Result<(), ProviderError> {
+        let config = self.node_config(node);
         let started = Instant::now();
         let mut last_error = String::new();
         while started.elapsed() < READY_TIMEOUT {
-            match self.config().connect(NoTls).await {
+            match config.connect(NoTls).await {
                 Ok((client, connection)) => {
                     let task = tokio::spawn(connection);
                     let ready = client.simple_query("SELECT 1").await;
@@ -319,13 +538,55 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(ProviderError::NotReady { endpoint: self.endpoint(), seconds: READY_TIMEOUT.as_secs(), last_error })
+        Err(ProviderError::NotReady { endpoint: endpoint_of(&config), seconds: READY_TIMEOUT.as_secs(), last_error })
     }
 }
 
-fn capabilities_of(backend: Backend) -> &'static [Capability] {
+/// Server settings a lab's needs imply, fixed when the server is created.
+fn settings_for(needs: &[Capability], backend: Backend) -> Vec<(String, String)> {
+    let mut settings = Vec::new();
+    if needs.contains(&Capability::Archive) {
+        let archive = match backend {
+            Backend::Container => format!("{}/archive", cluster::CONTAINER_ROOT),
+            _ => "%ROOT%/archive".to_string(), // replaced by the local host's directory
+        };
+        settings.push(("archive_mode".into(), "on".into()));
+        // Never overwrite a segment already archived (the documentation's example does the same).
+        settings.push(("archive_command".into(), format!("test ! -f '{archive}/%f' && cp '%p' '{archive}/%f'")));
+    }
+    settings
+}
+
+/// ALTER SYSTEM and a reload. (ALTER SYSTEM cannot share a multi-statement query: that is
+/// one implicit transaction block, which it refuses.)
+async fn alter_system(client: &Client, setting: &str, value: &str) -> Result<(), ProviderError> {
+    client
+        .batch_execute(&format!("ALTER SYSTEM SET {setting} = '{}'", value.replace('\'', "''")))
+        .await
+        .map_err(replication)?;
+    client.batch_execute("SELECT pg_reload_conf()").await.map_err(replication)
+}
+
+fn replication(e: tokio_postgres::Error) -> ProviderError {
+    ProviderError::Replication(match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    })
+}
+
+fn endpoint_of(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(other) => format!("{other:?}"),
+        None => "?".into(),
+    };
+    format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// What a backend can do to its servers.
+pub fn capabilities_of(backend: Backend) -> &'static [Capability] {
     match backend {
-        Backend::Container | Backend::Local => &[Capability::Crash, Capability::Restart],
+        Backend::Container | Backend::Local => &Capability::ALL,
         Backend::Url | Backend::Auto => &[],
     }
 }

@@ -1,0 +1,245 @@
+//! Activity 2, Mythbusting: a poll of beliefs about PostgreSQL under pressure, each settled by
+//! a demonstration against a real server that the lab crashes, freezes or fails over.
+//!
+//! The myths (statement, verdict, evidence, source) are data, in
+//! `fixtures/02-mythbusting/myths.toml`; the poll page, the poll CSV and this lab all read it.
+//! The demonstrations are code, in `demos.rs`, one function per myth that has one.
+
+pub mod demos;
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pg::Capability;
+
+/// The myth bank as shipped (the lab and its tests read the same text).
+pub const MYTHS_TOML: &str = include_str!("../../../fixtures/02-mythbusting/myths.toml");
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bank {
+    /// The poll's myths, in order: `poll` in cohort.toml (three for a 10-minute slot). What
+    /// `labs run mythbusting` demonstrates without `--myth`.
+    #[serde(skip_deserializing)]
+    pub poll: Vec<String>,
+    pub myth: Vec<Myth>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Myth {
+    pub id: String,
+    /// The poll statement: what people believe, answerable true or false.
+    pub statement: String,
+    pub verdict: String,
+    /// One sentence: the truth, for the reveal.
+    pub reveal: String,
+    /// Exactly three sentences.
+    pub evidence: Vec<String>,
+    pub source: Source,
+    /// Whether `labs run mythbusting --myth <id>` demonstrates it.
+    pub demo: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub title: String,
+    pub url: String,
+}
+
+impl Bank {
+    /// The shipped bank with this cohort's poll, checked: unique ids, three evidence sentences
+    /// each, the poll's myths in the bank, the demo flags matching this build's demonstrations.
+    pub fn load() -> Result<Bank, String> {
+        let course = crate::course::Course::load();
+        let cohort = crate::course::Cohort::load(&course)?;
+        Bank::parse(MYTHS_TOML, &cohort.poll)
+    }
+
+    pub fn parse(text: &str, poll: &[String]) -> Result<Bank, String> {
+        let mut bank: Bank = toml::from_str(text).map_err(|e| format!("fixtures/02-mythbusting/myths.toml: {e}"))?;
+        bank.poll = poll.to_vec();
+        let mut problems = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for m in &bank.myth {
+            if !seen.insert(m.id.as_str()) {
+                problems.push(format!("myth '{}' appears twice", m.id));
+            }
+            if m.evidence.len() != 3 {
+                problems.push(format!("myth '{}' has {} evidence sentences, not 3", m.id, m.evidence.len()));
+            }
+            if m.demo != demos::Demo::from_id(&m.id).is_some() {
+                problems.push(format!(
+                    "myth '{}' says demo = {}, but this build {} a demonstration for it",
+                    m.id,
+                    m.demo,
+                    if m.demo { "has no" } else { "has" }
+                ));
+            }
+        }
+        for d in demos::ALL {
+            if !bank.myth.iter().any(|m| m.id == d.id()) {
+                problems.push(format!("the demonstration '{}' has no myth in the bank", d.id()));
+            }
+        }
+        for id in &bank.poll {
+            if bank.get(id).is_none() {
+                problems.push(format!("cohort.toml's poll names '{id}', which is not in the bank"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(bank)
+        } else {
+            Err(format!("fixtures/02-mythbusting/myths.toml: {}", problems.join("; ")))
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Myth> {
+        self.myth.iter().find(|m| m.id == id)
+    }
+
+    /// Resolves the ids a user asked for into demonstrations, or says which ids are valid.
+    /// None asked: the poll's myths that have a demonstration.
+    pub fn select(&self, ids: &[String]) -> Result<Vec<demos::Demo>, String> {
+        if ids.is_empty() {
+            let chosen: Vec<demos::Demo> = self.poll.iter().filter_map(|id| demos::Demo::from_id(id)).collect();
+            if chosen.is_empty() {
+                return Err(format!(
+                    "none of the poll's myths (cohort.toml: {}) has a demonstration; name one with --myth: {}",
+                    self.poll.join(", "),
+                    demo_ids()
+                ));
+            }
+            return Ok(chosen);
+        }
+        let mut chosen = Vec::new();
+        for id in ids {
+            match (self.get(id), demos::Demo::from_id(id)) {
+                (_, Some(demo)) => {
+                    if !chosen.contains(&demo) {
+                        chosen.push(demo);
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(format!(
+                        "myth '{id}' has no demonstration: its evidence is on the poll page (`labs run mythbusting --list`); the myths with one are: {}",
+                        demo_ids()
+                    ))
+                }
+                (None, None) => {
+                    let all: Vec<&str> = self.myth.iter().map(|m| m.id.as_str()).collect();
+                    return Err(format!("unknown myth '{id}'; the myths are: {} (with a demonstration: {})", all.join(", "), demo_ids()));
+                }
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// The bank for people: one block per myth.
+    pub fn list_text(&self) -> String {
+        let mut out = String::new();
+        for (n, m) in self.myth.iter().enumerate() {
+            let demo = if m.demo { format!("labs run mythbusting --myth {}", m.id) } else { "no demonstration: evidence only".into() };
+            let default = if self.poll.contains(&m.id) { " (in the poll)" } else { "" };
+            let _ = writeln!(out, "{:>2}. {}{default}\n    \"{}\"\n    verdict: {}. {}\n    {demo}\n", n + 1, m.id, m.statement, m.verdict, m.reveal);
+        }
+        out
+    }
+
+    /// The questions for a poll tool: one row per myth, the poll's first and then the spares,
+    /// as CSV (RFC 4180 quoting).
+    pub fn poll_csv(&self) -> String {
+        let mut order: Vec<&Myth> = self.poll.iter().filter_map(|id| self.get(id)).collect();
+        order.extend(self.myth.iter().filter(|m| !self.poll.contains(&m.id)));
+        let mut out = String::from("number,id,question,option_1,option_2,correct_option,verdict,reveal,source\r\n");
+        for (n, m) in order.iter().enumerate() {
+            // Every verdict in the bank is a "no" to the statement as believed.
+            let fields = [
+                (n + 1).to_string(),
+                m.id.clone(),
+                format!("True or false: {}", m.statement),
+                "True".into(),
+                "False".into(),
+                "False".into(),
+                m.verdict.clone(),
+                m.reveal.clone(),
+                m.source.url.clone(),
+            ];
+            let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&row.join(","));
+            out.push_str("\r\n");
+        }
+        out
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn demo_ids() -> String {
+    demos::ALL.iter().map(|d| d.id()).collect::<Vec<_>>().join(", ")
+}
+
+/// What one demonstration did and measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    pub myth: String,
+    pub statement: String,
+    pub verdict: String,
+    /// Whether the measurements contradict the myth, judged from them, not assumed.
+    pub busted: bool,
+    /// What the lab did, in order.
+    pub steps: Vec<String>,
+    /// What it measured: a name and a value each.
+    pub measured: Vec<(String, serde_json::Value)>,
+    /// Messages the server sent the client (warnings), verbatim.
+    pub server_said: Vec<String>,
+    pub seconds: f64,
+}
+
+impl DemoReport {
+    pub fn to_text(&self, myth: &Myth) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "MYTH {}: \"{}\"", self.myth, self.statement);
+        let _ = writeln!(out, "what the lab did:");
+        for (n, step) in self.steps.iter().enumerate() {
+            let _ = writeln!(out, "  {}. {step}", n + 1);
+        }
+        let _ = writeln!(out, "what it measured:");
+        let width = self.measured.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (name, value) in &self.measured {
+            let value = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let _ = writeln!(out, "  {name:<width$}  {value}");
+        }
+        for said in &self.server_said {
+            let _ = writeln!(out, "  the server said: {said}");
+        }
+        let outcome = if self.busted { "BUSTED" } else { "NOT BUSTED on this run" };
+        let _ = writeln!(out, "verdict: {outcome} ({}). {}", myth.verdict, myth.reveal);
+        let _ = writeln!(out, "source: {} <{}>", myth.source.title, myth.source.url);
+        out
+    }
+}
+
+/// What a set of demonstrations needs from the provider.
+pub fn needs(demos: &[demos::Demo]) -> Vec<Capability> {
+    let mut needs = Vec::new();
+    for d in demos {
+        for &c in d.needs() {
+            if !needs.contains(&c) {
+                needs.push(c);
+            }
+        }
+    }
+    needs
+}
