@@ -244,19 +244,32 @@ fn list(course: &Course, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&course.activities)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} ({} minutes)\n", course.course.title, course.course.session_minutes);
-    println!("{:>2}  {:<16} {:>4}  {:<6} {:<15} lab", "#", "id", "min", "status", "needs");
-    for a in &course.activities {
-        let needs = if a.needs.is_empty() {
-            "a server".to_string()
-        } else {
-            a.needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
-        };
+    let cohort = labs::course::Cohort::load(course).map_err(anyhow::Error::msg)?;
+    let minutes_of = |id: &str| {
+        course.run_sheet_of(&cohort.variant).into_iter().find(|(_, _, s)| s.activity.as_deref() == Some(id)).map_or(0, |(_, m, _)| m)
+    };
+    println!(
+        "{} ({} minutes, {} variant)\ncohort: {}, {} (cohort.toml)\n",
+        course.course.title,
+        course.session_minutes(&cohort.variant),
+        cohort.variant,
+        cohort.title,
+        cohort.date
+    );
+    let needs: Vec<String> = course
+        .activities
+        .iter()
+        .map(|a| if a.needs.is_empty() { "a server".to_string() } else { a.needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ") })
+        .collect();
+    let width = needs.iter().map(String::len).max().unwrap_or(5).max(5);
+    println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  lab", "#", "id", "min", "status", "needs");
+    for (a, needs) in course.activities.iter().zip(&needs) {
         let status = match a.status {
+            _ if !cohort.runs(&a.id) => "skipped",
             Status::Ready => "ready",
             Status::Draft => "draft",
         };
-        println!("{:>2}  {:<16} {:>4}  {:<6} {:<15} {}", a.number, a.id, a.minutes, status, needs, a.lab);
+        println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  {}", a.number, a.id, minutes_of(&a.id), status, needs, a.lab);
     }
     println!("\nRun one with `labs run <id>`; check your exercise with `labs check <id>`.");
     Ok(ExitCode::SUCCESS)

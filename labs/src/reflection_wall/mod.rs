@@ -113,6 +113,38 @@ pub const MENU: &[Change] = &[
         evidence: "cargo labs run wal-race --strategies multi-row,extra-indexes",
         first_step: "pg_stat_user_indexes: indexes on the events table with idx_scan = 0",
     },
+    Change {
+        id: "table-not-notify",
+        change: "Treat LISTEN/NOTIFY as a wake-up hint only; consumers catch up by reading the events table",
+        pain: "events missed for good by a listener that was disconnected",
+        activity: "mythbusting",
+        evidence: "cargo labs run mythbusting --myth notify-durable-queue",
+        first_step: "find consumers whose only input is a NOTIFY payload",
+    },
+    Change {
+        id: "know-your-failover-loss",
+        change: "Write down what a failover may lose: async standby lag, or the commit wait of a synchronous one; alert on replay lag",
+        pain: "acknowledged commits missing on the promoted standby, and a second history on the old primary",
+        activity: "mythbusting",
+        evidence: "cargo labs run mythbusting --myth replication-no-loss",
+        first_step: "SHOW synchronous_standby_names; SELECT application_name, sync_state, replay_lag FROM pg_stat_replication",
+    },
+    Change {
+        id: "reconcile-after-recovery",
+        change: "After any crash with async commit, failover or restore, move consumer checkpoints back and reconcile downstream by event id before writes reopen",
+        pain: "orders shipped for events that no longer exist, and new events a consumer skips behind its old checkpoint",
+        activity: "outage",
+        evidence: "cargo labs run outage --scenario async-failover",
+        first_step: "list every consumer whose checkpoint lives outside the database it reads",
+    },
+    Change {
+        id: "rehearse-restore",
+        change: "Archive WAL continuously (archive_timeout or pg_receivewal) and rehearse a restore from base backup plus archive",
+        pain: "synchronously committed events gone with the disk, because their WAL was never archived",
+        activity: "outage",
+        evidence: "cargo labs run outage --scenario unarchived-wal",
+        first_step: "SELECT last_archived_wal, last_archived_time, failed_count FROM pg_stat_archiver",
+    },
 ];
 
 /// The sticky prompt, exactly as the chapter and the wall use it.
