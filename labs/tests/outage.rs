@@ -46,6 +46,7 @@ fn check_invariants(report: &Report) {
             Variant::Safe => {
                 assert_eq!(c.lost, 0, "the safe setting lost acknowledged orders: {context}");
                 assert_eq!(c.new_seen_by_consumer, NEW_ORDERS_AFTER_RECOVERY, "{context}");
+                assert_eq!(c.new_with_reused_position, 0, "{context}");
             }
             Variant::AsConfigured => {
                 // Exactly the orders after the failure point: decided by the script, not by luck.
@@ -53,6 +54,8 @@ fn check_invariants(report: &Report) {
                 assert_eq!(c.shipped_but_missing, PHASE_TWO_ORDERS, "{context}");
                 // Reused transaction ids put the old checkpoint ahead of every new order.
                 assert_eq!(c.new_seen_by_consumer, 0, "{context}");
+                // And the lost orders' positions are handed out again.
+                assert_eq!(c.new_with_reused_position, NEW_ORDERS_AFTER_RECOVERY, "{context}");
             }
         }
     }

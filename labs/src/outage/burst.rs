@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Counts, Run, Scenario, Variant};
 use crate::mythbusting::demos::quiet_wal;
 use crate::pg::{Node, Server};
-use crate::store::{self, ExpectedVersion, NewEvent};
+use crate::store::{self, Checkpoint, ExpectedVersion, NewEvent};
 
 /// Clients placing orders at once.
 pub const WRITERS: usize = 4;
@@ -244,6 +244,15 @@ pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> a
         store::append(&client, &stream, ExpectedVersion::NoStream, &[event]).await?;
     }
     let resumed = store::read_all_after(&client, checkpoint.as_deref(), 10_000).await?;
+    let last_shipped_position = checkpoint.as_deref().and_then(|c| c.parse::<Checkpoint>().ok()).map_or(0, |c| c.position);
+    let reused: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE type = 'OrderPlaced' AND (data->>'order')::int >= $1 AND position <= $2",
+            &[&(FIRST_NEW_ORDER as i32), &last_shipped_position],
+        )
+        .await?
+        .get(0);
+    counts.new_with_reused_position = reused as usize;
     counts.new_after_recovery = NEW_ORDERS_AFTER_RECOVERY;
     counts.new_seen_by_consumer = resumed
         .iter()

@@ -121,6 +121,9 @@ pub struct Counts {
     pub new_after_recovery: usize,
     /// Of those, how many a consumer resuming from its checkpoint reads.
     pub new_seen_by_consumer: usize,
+    /// Of those, how many got a position at or below the last one the consumer had shipped:
+    /// positions handed out again after the lost ones.
+    pub new_with_reused_position: usize,
 }
 
 /// One run of a scenario.
@@ -180,7 +183,7 @@ impl Report {
         let _ = writeln!(out, "RECONCILIATION");
         let header: Vec<String> = self.runs.iter().map(|r| label(r.variant).to_string()).collect();
         let _ = writeln!(out, "  {:<58}{}", "", header.iter().map(|h| format!("{h:>15}")).collect::<String>());
-        let rows: [(&str, fn(&Counts) -> Option<usize>); 10] = [
+        let rows: [(&str, fn(&Counts) -> Option<usize>); 11] = [
             ("orders acknowledged to clients", |c| Some(c.acknowledged)),
             ("durable on the primary after recovery", |c| c.durable_on_primary),
             ("present on the standby (promoted)", |c| c.on_standby),
@@ -191,6 +194,7 @@ impl Report {
             ("shipped, but the order no longer exists", |c| Some(c.shipped_but_missing)),
             ("new orders placed after recovery", |c| Some(c.new_after_recovery)),
             ("  of which a consumer resuming from its checkpoint reads", |c| Some(c.new_seen_by_consumer)),
+            ("  of which got a position already shipped before", |c| Some(c.new_with_reused_position)),
         ];
         for (name, get) in rows {
             let cells: String = self
