@@ -136,6 +136,23 @@ fn ctrl_c_during_an_outage_leaves_nothing_behind() {
     });
 }
 
+/// The same in containers: the primary and the standby run inside one container per run, and
+/// both runs' containers go.
+#[test]
+fn ctrl_c_during_an_outage_leaves_no_container() {
+    if matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url")) {
+        eprintln!("skipped: LABS_PG says this machine runs without containers");
+        return;
+    }
+    interrupt_lab_at_several_moments(&["run", "outage", "--scenario", "async-failover"], "container", &[2500, 6000, 10000], |pid, _| {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=io.github.es-workshop.labs.run={pid}")])
+            .output()
+            .expect("docker CLI");
+        assert!(out.stdout.is_empty(), "containers left by pid {pid}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+}
+
 #[test]
 fn ctrl_c_leaves_no_container() {
     if matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url")) {
