@@ -97,8 +97,20 @@ impl DemoReport {
     fn step(&mut self, text: impl Into<String>) {
         self.steps.push(text.into());
     }
+    /// A measurement shown as its value (numbers, flags, lists of ids).
     fn measure(&mut self, name: &str, value: impl Into<serde_json::Value>) {
-        self.measured.push((name.to_string(), value.into()));
+        let value = value.into();
+        let shown = super::show(&value);
+        self.measured.push(super::Measure { name: name.to_string(), value, unit: None, shown });
+    }
+    /// A measurement whose machine value (bytes, seconds, a ratio) reads better another way.
+    fn measure_shown(&mut self, name: &str, value: impl Into<serde_json::Value>, shown: String) {
+        // "name (unit)": the unit goes to machines with the value; people read it in `shown`.
+        let (name, unit) = match name.strip_suffix(')').and_then(|n| n.rsplit_once(" (")) {
+            Some((name, unit)) => (name, Some(unit.to_string())),
+            None => (name, None),
+        };
+        self.measured.push(super::Measure { name: name.to_string(), value: value.into(), unit, shown });
     }
 }
 
@@ -178,7 +190,7 @@ async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> anyhow:
     let (result, waited, waiting) = insert.await?;
     r.step("inserted order 100 with the receiver paused: the commit waited; after a second the lab cancelled the wait (pg_cancel_backend)");
     r.measure("sync commit still waiting after 1 s", still_waiting);
-    r.measure("sync commit returned after", format!("{:.1} s, when cancelled", waited.as_secs_f64()));
+    r.measure_shown("sync commit returned after (s)", waited.as_secs_f64(), format!("{:.1} s, when cancelled", waited.as_secs_f64()));
     r.measure("sync commit reported to the client", if result.is_ok() { "success" } else { "an error" });
     drop(waiting);
     while let Ok(message) = messages.try_recv() {
@@ -247,10 +259,10 @@ async fn identity_gap_free(server: &mut Server, r: &mut DemoReport) -> anyhow::R
     let stored: Vec<i64> = setup.query("SELECT id FROM events ORDER BY id", &[]).await?.iter().map(|row| row.get(0)).collect();
     let read: Vec<i64> = first.iter().chain(second.iter()).copied().collect();
     let missed: Vec<i64> = stored.iter().filter(|id| **id < id_d && !read.contains(id)).copied().collect();
-    r.measure("ids in the table", format!("{stored:?}"));
-    r.measure("ids the reader saw (before D)", format!("{read:?}"));
-    r.measure("ids the reader will never see", format!("{missed:?}"));
-    r.measure("gaps in the ids", format!("{:?}", gaps(&stored)));
+    r.measure("ids in the table", json!(stored));
+    r.measure("ids the reader saw (before D)", json!(read));
+    r.measure("ids the reader will never see", json!(missed));
+    r.measure("gaps in the ids", json!(gaps(&stored)));
     r.busted = !missed.is_empty() || !gaps(&stored).is_empty();
     Ok(())
 }
@@ -365,7 +377,7 @@ async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> anyho
     r.measure("orders after recovery", survived);
     r.measure("acknowledged commits lost", acknowledged - survived);
     r.measure("highest order id after recovery", json!(max_id));
-    r.measure("recovery and restart", format!("{:.1} s", restarted.elapsed().as_secs_f64()));
+    r.measure_shown("recovery and restart (s)", restarted.elapsed().as_secs_f64(), format!("{:.1} s", restarted.elapsed().as_secs_f64()));
     r.measure("amcheck: index consistent with the table", index_ok && heap_ok);
     r.measure("accepts writes again", writable);
     // Busted: the database is consistent; what went is exactly the unflushed commits.
@@ -403,10 +415,11 @@ async fn update_less_wal(server: &mut Server, r: &mut DemoReport) -> anyhow::Res
     client.batch_execute("UPDATE events SET data = data || '{\"status\": \"delivered\"}'").await?;
     let update_again = wal_since(&client, &from).await?;
     r.step("updated every event again, no checkpoint in between");
-    r.measure("WAL of the INSERT", kib(insert));
-    r.measure("WAL of the UPDATE after a checkpoint", kib(update_after_checkpoint));
-    r.measure("WAL of the same UPDATE again", kib(update_again));
-    r.measure("UPDATE after checkpoint / INSERT", format!("{:.2}x", update_after_checkpoint as f64 / insert as f64));
+    r.measure_shown("WAL of the INSERT (bytes)", insert, kib(insert));
+    r.measure_shown("WAL of the UPDATE after a checkpoint (bytes)", update_after_checkpoint, kib(update_after_checkpoint));
+    r.measure_shown("WAL of the same UPDATE again (bytes)", update_again, kib(update_again));
+    let ratio = update_after_checkpoint as f64 / insert as f64;
+    r.measure_shown("UPDATE after checkpoint / INSERT", ratio, format!("{ratio:.2}x"));
     r.busted = update_after_checkpoint > insert;
     Ok(())
 }
@@ -431,8 +444,8 @@ async fn unlogged_free_speedup(server: &mut Server, r: &mut DemoReport) -> anyho
     let client = server.connect().await?;
     let logged_rows = count(&client, "events").await?;
     let unlogged_rows = count(&client, "events_unlogged").await?;
-    r.measure("WAL, logged table", kib(logged));
-    r.measure("WAL, unlogged table", kib(unlogged));
+    r.measure_shown("WAL, logged table (bytes)", logged, kib(logged));
+    r.measure_shown("WAL, unlogged table (bytes)", unlogged, kib(unlogged));
     r.measure("rows after the crash, logged table", logged_rows);
     r.measure("rows after the crash, unlogged table", unlogged_rows);
     r.busted = unlogged_rows == 0 && logged_rows == i64::from(WAL_ROWS);
@@ -460,9 +473,9 @@ async fn more_indexes_free(server: &mut Server, r: &mut DemoReport) -> anyhow::R
         wal.push(wal_since(&client, &from).await?);
     }
     r.step(format!("inserted the same {WAL_ROWS} events into three tables: primary key only; plus 3 B-tree indexes; plus those and a GIN index on the jsonb"));
-    r.measure("WAL, primary key only", kib(wal[0]));
-    r.measure("WAL, + 3 B-tree indexes", format!("{} ({:+.0}%)", kib(wal[1]), (wal[1] as f64 / wal[0] as f64 - 1.0) * 100.0));
-    r.measure("WAL, + 3 B-tree + GIN", format!("{} ({:+.0}%)", kib(wal[2]), (wal[2] as f64 / wal[0] as f64 - 1.0) * 100.0));
+    r.measure_shown("WAL, primary key only (bytes)", wal[0], kib(wal[0]));
+    r.measure_shown("WAL, + 3 B-tree indexes (bytes)", wal[1], format!("{} ({:+.0}%)", kib(wal[1]), (wal[1] as f64 / wal[0] as f64 - 1.0) * 100.0));
+    r.measure_shown("WAL, + 3 B-tree + GIN (bytes)", wal[2], format!("{} ({:+.0}%)", kib(wal[2]), (wal[2] as f64 / wal[0] as f64 - 1.0) * 100.0));
     r.busted = wal[1] > wal[0] && wal[2] > wal[1];
     Ok(())
 }

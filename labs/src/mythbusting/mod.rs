@@ -187,6 +187,30 @@ fn demo_ids() -> String {
     demos::ALL.iter().map(|d| d.id()).collect::<Vec<_>>().join(", ")
 }
 
+/// One measurement: `value` for machines (bytes, seconds, counts, ids), `shown` for people.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measure {
+    pub name: String,
+    pub value: serde_json::Value,
+    /// "bytes" or "s" where the value has a unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(skip)]
+    pub shown: String,
+}
+
+/// A value as people read it: lists as `[1, 2, 4]`, strings without quotes.
+pub fn show(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(|v| match v {
+            serde_json::Value::String(s) => format!("{s:?}"),
+            other => show(other),
+        }).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
 /// What one demonstration did and measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct DemoReport {
@@ -197,8 +221,8 @@ pub struct DemoReport {
     pub busted: bool,
     /// What the lab did, in order.
     pub steps: Vec<String>,
-    /// What it measured: a name and a value each.
-    pub measured: Vec<(String, serde_json::Value)>,
+    /// What it measured.
+    pub measured: Vec<Measure>,
     /// Messages the server sent the client (warnings), verbatim.
     pub server_said: Vec<String>,
     pub seconds: f64,
@@ -213,13 +237,9 @@ impl DemoReport {
             let _ = writeln!(out, "  {}. {step}", n + 1);
         }
         let _ = writeln!(out, "what it measured:");
-        let width = self.measured.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (name, value) in &self.measured {
-            let value = match value {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let _ = writeln!(out, "  {name:<width$}  {value}");
+        let width = self.measured.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        for m in &self.measured {
+            let _ = writeln!(out, "  {:<width$}  {}", m.name, m.shown);
         }
         for said in &self.server_said {
             let _ = writeln!(out, "  the server said: {said}");
