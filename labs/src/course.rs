@@ -125,6 +125,9 @@ pub struct Activity {
     pub needs: Vec<Capability>,
     /// One line: what the lab does.
     pub lab: String,
+    /// What the facilitator needs ready for it: printouts, the poll, a projector.
+    #[serde(default)]
+    pub materials: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -145,6 +148,7 @@ pub struct Segment {
     pub facilitator: Option<String>,
     pub room: Option<String>,
     pub remote: Option<String>,
+    pub materials: Option<String>,
     pub fallback: Option<String>,
     /// Only in these variants (e.g. ["half-day"]); in every variant when absent.
     pub variants: Option<Vec<String>>,
@@ -219,6 +223,9 @@ impl Course {
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         for (i, a) in self.activities.iter().enumerate() {
+            if a.materials.trim().is_empty() {
+                problems.push(format!("activity '{}' says no `materials` (the run sheet's Materials column; \"none\" if none)", a.id));
+            }
             if a.number as usize != i + 1 {
                 problems.push(format!("activity '{}' has number {} but is listed as #{}", a.id, a.number, i + 1));
             }
@@ -240,6 +247,9 @@ impl Course {
                 (None, Some(id)) => {
                     if s.minutes.unwrap_or(0) == 0 || s.title.is_none() {
                         problems.push(format!("run sheet segment '{id}' needs a title and minutes"));
+                    }
+                    if s.materials.as_deref().is_none_or(|m| m.trim().is_empty()) {
+                        problems.push(format!("run sheet segment '{id}' says no `materials` (\"none\" if none)"));
                     }
                 }
                 _ => problems.push("each run sheet segment has either `activity` or `id`, not both or neither".into()),
@@ -339,6 +349,13 @@ mod tests {
         assert_eq!(total, course.course.session_minutes);
         let slot = sheet.iter().find(|(_, _, s, _)| s.activity.as_deref() == Some("outage")).unwrap();
         assert!(slot.0.starts_with("Open lab time (Activity 5:") && !slot.3, "{}", slot.0);
+    }
+
+    #[test]
+    fn a_segment_without_materials_is_named() {
+        let broken = COURSE_TOML.replacen("materials = \"None.\"\n", "", 1);
+        let err = Course::parse(&broken).unwrap_err();
+        assert!(err.contains("run sheet segment 'break' says no `materials`"), "{err}");
     }
 
     #[test]

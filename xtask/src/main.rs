@@ -236,6 +236,7 @@ minutes = 15
 status = "ready"
 needs = []
 lab = "find the | skipped event"
+materials = "the logs"
 
 [[activity]]
 number = 2
@@ -245,6 +246,7 @@ minutes = 10
 status = "draft"
 needs = []
 lab = "race ingestion strategies"
+materials = "bet sheets"
 
 [[activity]]
 number = 3
@@ -254,6 +256,7 @@ minutes = 10
 status = "draft"
 needs = ["crash"]
 lab = "lose the recent WAL"
+materials = "role cards"
 
 [[segment]]
 id = "welcome"
@@ -262,6 +265,7 @@ minutes = 5
 facilitator = "Greet the room."
 room = "Run `labs doctor`."
 remote = "Post the last line in the chat."
+materials = "none"
 fallback = "Pair up."
 
 [[segment]]
@@ -280,6 +284,7 @@ minutes = 5
 facilitator = "Thank the room."
 room = "Take the handouts."
 remote = "Take the link."
+materials = "none"
 fallback = "E-mail the bundle."
 "#;
 

@@ -23,18 +23,19 @@ pub fn cohort_line(course: &Course, cohort: &Cohort) -> String {
 /// activity's chapter, as seen from the page the table goes into (None: no link).
 pub fn render(course: &Course, cohort: &Cohort, chapter_link: &dyn Fn(&Activity) -> Option<String>) -> String {
     let mut out = String::from(
-        "| Start | Min | Segment | Facilitator | In the room | Remote | Fallback |\n\
-         |------:|----:|---------|-------------|-------------|--------|----------|\n",
+        "| Start | Min | Segment | Facilitator | In the room | Remote | Materials | Fallback |\n\
+         |------:|----:|---------|-------------|-------------|--------|-----------|----------|\n",
     );
     let mut start = 0;
     for (title, minutes, segment, runs) in course.run_sheet_for(cohort) {
         let activity = segment.activity.as_deref().and_then(|id| course.activity(id));
-        let cells: [String; 5] = match activity {
+        let cells: [String; 6] = match activity {
             Some(_) if !runs => [
                 cell(&title),
                 "Open lab: pairs finish or rerun an earlier lab; take questions.".into(),
                 "Finish an earlier lab with your pair.".into(),
                 "The same, in breakout rooms.".into(),
+                "None.".into(),
                 "Use these minutes as buffer.".into(),
             ],
             Some(activity) => {
@@ -44,17 +45,17 @@ pub fn render(course: &Course, cohort: &Cohort, chapter_link: &dyn Fn(&Activity)
                     (None, Status::Ready) => (cell(&title), "see the chapter".to_string()),
                     (None, Status::Draft) => (format!("{} (draft)", cell(&title)), "chapter in draft".to_string()),
                 };
-                [segment_cell, format!("Lab: {}", cell(&activity.lab)), see.clone(), see.clone(), see]
+                [segment_cell, format!("Lab: {}", cell(&activity.lab)), see.clone(), see.clone(), cell(&activity.materials), see]
             }
             None => {
                 let text = |field: &Option<String>| cell(field.as_deref().unwrap_or(""));
-                [cell(&title), text(&segment.facilitator), text(&segment.room), text(&segment.remote), text(&segment.fallback)]
+                [cell(&title), text(&segment.facilitator), text(&segment.room), text(&segment.remote), text(&segment.materials), text(&segment.fallback)]
             }
         };
         out.push_str(&format!("| {} | {minutes} | {} |\n", clock(start), cells.join(" | ")));
         start += minutes;
     }
-    out.push_str(&format!("| {} | **{start}** | **Total** | | | | |\n", clock(start)));
+    out.push_str(&format!("| {} | **{start}** | **Total** | | | | | |\n", clock(start)));
     out
 }
 
