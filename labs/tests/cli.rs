@@ -1,6 +1,8 @@
 //! The `labs` command as a user meets it: exit codes, one-line errors, and Ctrl-C leaving
 //! nothing behind (no server process, no temporary directory, no container).
 
+mod common;
+
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -140,8 +142,7 @@ fn ctrl_c_during_an_outage_leaves_nothing_behind() {
 /// both runs' containers go.
 #[test]
 fn ctrl_c_during_an_outage_leaves_no_container() {
-    if matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url")) {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
+    if !common::containers_expected() {
         return;
     }
     interrupt_lab_at_several_moments(&["run", "outage", "--scenario", "async-failover"], "container", &[2500, 6000, 10000], |pid, _| {
@@ -155,8 +156,7 @@ fn ctrl_c_during_an_outage_leaves_no_container() {
 
 #[test]
 fn ctrl_c_leaves_no_container() {
-    if matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url")) {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
+    if !common::containers_expected() {
         return;
     }
     interrupt_at_several_moments("container", &[300, 1500, 3000], |pid, _| {

@@ -4,19 +4,14 @@
 //! All seven demonstrations run on the local backend; the poll's default three also run in a
 //! container (the provider's tests cover each capability on both backends).
 
+mod common;
+use common::{config, containers_expected};
+
 use labs::mythbusting::demos::{Demo, ALL};
 use labs::mythbusting::{Bank, DemoReport};
-use labs::pg::{Backend, ProviderConfig, Server};
+use labs::pg::{Backend, Server};
 
-fn config(backend: Backend) -> ProviderConfig {
-    let mut config = ProviderConfig::from_env(Some(backend)).unwrap();
-    config.backend = backend;
-    config
-}
 
-fn containers_expected() -> bool {
-    !matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url"))
-}
 
 #[test]
 fn the_bank_has_eight_myths_six_demonstrations_and_a_poll_of_three() {
@@ -126,7 +121,6 @@ async fn scripted_demonstrations_print_the_same_every_time() {
 #[tokio::test]
 async fn the_default_demonstrations_run_in_a_container() {
     if !containers_expected() {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
         return;
     }
     let bank = Bank::load().unwrap();

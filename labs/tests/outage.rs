@@ -2,19 +2,14 @@
 //! the orders placed after the failure point are gone (and were shipped); safe, nothing
 //! acknowledged is lost. The counts add up, and the report's shape is pinned.
 
+mod common;
+use common::{config, containers_expected};
+
 use labs::outage::burst::{NEW_ORDERS_AFTER_RECOVERY, PHASE_ONE_ORDERS, PHASE_TWO_ORDERS};
 use labs::outage::{Report, Run, Scenario, Variant, ALL};
-use labs::pg::{Backend, ProviderConfig, Server};
+use labs::pg::{Backend, Server};
 
-fn config(backend: Backend) -> ProviderConfig {
-    let mut config = ProviderConfig::from_env(Some(backend)).unwrap();
-    config.backend = backend;
-    config
-}
 
-fn containers_expected() -> bool {
-    !matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url"))
-}
 
 async fn run(scenario: Scenario, backend: Backend) -> Report {
     let mut runs: Vec<Run> = Vec::new();
@@ -86,7 +81,6 @@ async fn every_scenario_on_the_local_backend() {
 #[tokio::test]
 async fn async_failover_in_a_container() {
     if !containers_expected() {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
         return;
     }
     let report = run(Scenario::AsyncFailover, Backend::Container).await;

@@ -5,17 +5,12 @@
 //! they are skipped only when LABS_PG=local or url says this machine has no containers.
 //! Local tests need PostgreSQL's server binaries (see `labs doctor`).
 
-use labs::pg::{Backend, Capability, Node, ProviderConfig, ProviderError, Server};
+mod common;
+use common::{config, containers_expected};
 
-fn config(backend: Backend) -> ProviderConfig {
-    let mut config = ProviderConfig::from_env(Some(backend)).unwrap();
-    config.backend = backend;
-    config
-}
+use labs::pg::{Backend, Capability, Node, ProviderError, Server};
 
-fn containers_expected() -> bool {
-    !matches!(std::env::var("LABS_PG").as_deref(), Ok("local") | Ok("url"))
-}
+
 
 /// Commits a row, crashes the server (immediate stop: no checkpoint), restarts it, and expects
 /// the row back: a committed transaction is durable with fsync and synchronous_commit on.
@@ -51,7 +46,6 @@ async fn local_crash_and_restart_keep_committed_rows() {
 #[tokio::test]
 async fn container_crash_and_restart_keep_committed_rows() {
     if !containers_expected() {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
         return;
     }
     crash_and_restart_keep_committed_rows(Backend::Container).await;
@@ -139,8 +133,8 @@ async fn count(server: &Server, node: Node, table: &str) -> i64 {
 async fn frozen_wal_writer_decides_what_a_crash_loses(backend: Backend) {
     let needs = [Capability::FreezeWalWriter, Capability::Crash, Capability::Restart];
     let mut server = Server::start(&config(backend), &needs).await.unwrap();
+    server.quiet_background_wal_writes().await.unwrap();
     let client = server.connect().await.unwrap();
-    labs::mythbusting::demos::quiet_wal(&client).await.unwrap();
     client.batch_execute("CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 10)").await.unwrap();
     client.batch_execute("SET synchronous_commit = off").await.unwrap();
 
@@ -253,7 +247,6 @@ async fn local_restore_from_archive_stops_at_the_last_archived_segment() {
 #[tokio::test]
 async fn container_frozen_wal_writer_decides_what_a_crash_loses() {
     if !containers_expected() {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
         return;
     }
     frozen_wal_writer_decides_what_a_crash_loses(Backend::Container).await;
@@ -262,7 +255,6 @@ async fn container_frozen_wal_writer_decides_what_a_crash_loses() {
 #[tokio::test]
 async fn container_standby_streams_pauses_resumes_and_promotes() {
     if !containers_expected() {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
         return;
     }
     standby_streams_pauses_resumes_and_promotes(Backend::Container).await;
@@ -271,7 +263,6 @@ async fn container_standby_streams_pauses_resumes_and_promotes() {
 #[tokio::test]
 async fn container_restore_from_archive_stops_at_the_last_archived_segment() {
     if !containers_expected() {
-        eprintln!("skipped: LABS_PG says this machine runs without containers");
         return;
     }
     restore_from_archive_stops_at_the_last_archived_segment(Backend::Container).await;

@@ -313,31 +313,11 @@ async fn notifications_within(messages: &mut mpsc::UnboundedReceiver<AsyncMessag
     received
 }
 
-/// Settings that keep every other process from flushing WAL while the WAL writer is frozen,
-/// so what a crash loses is decided by the script: no autovacuum, no background-writer page
-/// writes, no timed checkpoint during the lab. All reloadable.
-pub const QUIET_WAL_SETTINGS: [&str; 5] = [
-    "ALTER SYSTEM SET autovacuum = off",
-    "ALTER SYSTEM SET bgwriter_lru_maxpages = 0",
-    "ALTER SYSTEM SET checkpoint_timeout = '1h'",
-    "ALTER SYSTEM SET max_wal_size = '4GB'",
-    "SELECT pg_reload_conf()",
-];
-
-/// Applies [`QUIET_WAL_SETTINGS`], one statement at a time (ALTER SYSTEM refuses to run
-/// inside the implicit transaction of a multi-statement query).
-pub async fn quiet_wal(client: &Client) -> Result<(), tokio_postgres::Error> {
-    for statement in QUIET_WAL_SETTINGS {
-        client.batch_execute(statement).await?;
-    }
-    Ok(())
-}
-
 /// "synchronous_commit = off can corrupt the database": it loses the last commits, and what
 /// remains is consistent.
 async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+    server.quiet_background_wal_writes().await?;
     let client = server.connect().await?;
-    quiet_wal(&client).await?;
     client
         .batch_execute("CREATE EXTENSION amcheck; CREATE TABLE orders (id int PRIMARY KEY, body jsonb NOT NULL)")
         .await?;

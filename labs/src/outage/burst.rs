@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Counts, Run, Scenario, Variant};
-use crate::mythbusting::demos::quiet_wal;
 use crate::pg::{Node, Server};
 use crate::store::{self, Checkpoint, ExpectedVersion, NewEvent};
 
@@ -133,11 +132,9 @@ pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> a
     let started = Instant::now();
     let mut steps: Vec<String> = Vec::new();
     let safe = variant == Variant::Safe;
-    let client = server.connect().await?;
-    store::install(&client).await?;
+    store::install(&server.connect().await?).await?;
     // Nothing but the script flushes WAL: what is lost is decided by the phases, not by luck.
-    quiet_wal(&client).await?;
-    drop(client);
+    server.quiet_background_wal_writes().await?;
     match scenario {
         Scenario::FrozenWalWriter => {}
         Scenario::AsyncFailover => {

@@ -360,6 +360,19 @@ impl Server {
         Ok(pid)
     }
 
+    /// Stops every other process from flushing WAL during a lab, so that what a crash with a
+    /// frozen WAL writer loses is decided by the lab's script: no autovacuum, no background
+    /// writer page writes (each would flush WAL up to its page first), no timed checkpoint.
+    /// All reloadable; part of the freeze capability, since it changes server-wide settings.
+    pub async fn quiet_background_wal_writes(&self) -> Result<(), ProviderError> {
+        self.cluster_ref(Capability::FreezeWalWriter)?;
+        let client = self.connect().await?;
+        for (setting, value) in [("autovacuum", "off"), ("bgwriter_lru_maxpages", "0"), ("checkpoint_timeout", "1h"), ("max_wal_size", "4GB")] {
+            alter_system(&client, setting, value).await?;
+        }
+        Ok(())
+    }
+
     /// Lets the frozen WAL writer run again; it flushes what it held.
     pub async fn thaw_wal_writer(&mut self) -> Result<(), ProviderError> {
         let c = self.cluster(Capability::FreezeWalWriter)?;
