@@ -399,21 +399,9 @@ impl Server {
     pub async fn wait_standby_caught_up(&self) -> Result<(), ProviderError> {
         self.cluster_ref(Capability::Standby)?;
         let primary = self.connect().await?;
-        let standby = self.connect_to(Node::Standby).await?;
         let target: String = primary.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(replication)?.get(0);
-        let started = Instant::now();
-        while started.elapsed() < READY_TIMEOUT {
-            let caught_up: bool = standby
-                .query_one("SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)", &[&target])
-                .await
-                .map_err(replication)?
-                .get(0);
-            if caught_up {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(ProviderError::Replication(format!("the standby did not replay up to {target} within {} s", READY_TIMEOUT.as_secs())))
+        let check = format!("SELECT coalesce(pg_last_wal_replay_lsn() >= '{target}'::pg_lsn, false)");
+        self.wait_for(Node::Standby, &check, "the standby to replay what the primary has written").await
     }
 
     /// Disconnects the standby's WAL receiver (primary_conninfo emptied and reloaded) and
