@@ -208,7 +208,9 @@ impl Course {
         self.run_sheet_of(&cohort.variant)
             .into_iter()
             .map(|(title, minutes, s)| match s.activity.as_deref() {
-                Some(id) if !cohort.runs(id) => (format!("Open lab time ({title}: not run with this cohort)"), minutes, s, false),
+                Some(id) if !cohort.runs(id) => {
+                    (format!("Open lab time ({title}: not run with this cohort)"), minutes, s, false)
+                }
                 _ => (title, minutes, s, true),
             })
             .collect()
@@ -224,14 +226,18 @@ impl Course {
         let mut problems = Vec::new();
         for (i, a) in self.activities.iter().enumerate() {
             if a.materials.trim().is_empty() {
-                problems.push(format!("activity '{}' says no `materials` (the run sheet's Materials column; \"none\" if none)", a.id));
+                problems.push(format!(
+                    "activity '{}' says no `materials` (the run sheet's Materials column; \"none\" if none)",
+                    a.id
+                ));
             }
             if a.number as usize != i + 1 {
                 problems.push(format!("activity '{}' has number {} but is listed as #{}", a.id, a.number, i + 1));
             }
             let used = self.segments.iter().filter(|s| s.activity.as_deref() == Some(a.id.as_str())).count();
             if used != 1 {
-                problems.push(format!("activity '{}' appears {used} times in the run sheet; it must appear once", a.id));
+                problems
+                    .push(format!("activity '{}' appears {used} times in the run sheet; it must appear once", a.id));
             }
         }
         for s in &self.segments {
@@ -241,7 +247,9 @@ impl Course {
                         problems.push(format!("run sheet segment names unknown activity '{id}'"));
                     }
                     if s.minutes.is_some() || s.title.is_some() {
-                        problems.push(format!("run sheet segment for '{id}' repeats minutes or title; they come from [[activity]]"));
+                        problems.push(format!(
+                            "run sheet segment for '{id}' repeats minutes or title; they come from [[activity]]"
+                        ));
                     }
                 }
                 (None, Some(id)) => {
@@ -273,7 +281,10 @@ impl Course {
             }
             let total: u32 = self.run_sheet_of(&v.id).iter().map(|(_, m, _)| m).sum();
             if total != v.session_minutes {
-                problems.push(format!("the {} run sheet adds up to {total} minutes, but its session_minutes is {}", v.id, v.session_minutes));
+                problems.push(format!(
+                    "the {} run sheet adds up to {total} minutes, but its session_minutes is {}",
+                    v.id, v.session_minutes
+                ));
             }
         }
         for s in &self.segments {
@@ -330,7 +341,8 @@ mod tests {
     #[test]
     fn bad_cohort_settings_are_named() {
         let course = Course::load();
-        let bad = "[cohort]\ntitle = \"x\"\ndate = \"27/11/2026\"\nvariant = \"weekend\"\npoll = []\nskip = [\"juggling\"]\n";
+        let bad =
+            "[cohort]\ntitle = \"x\"\ndate = \"27/11/2026\"\nvariant = \"weekend\"\npoll = []\nskip = [\"juggling\"]\n";
         let err = Cohort::parse(bad, &course).unwrap_err();
         assert!(err.contains("date = \"27/11/2026\" is not YYYY-MM-DD"), "{err}");
         assert!(err.contains("variant = \"weekend\" is not one of: core, half-day"), "{err}");

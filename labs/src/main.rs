@@ -13,12 +13,16 @@ use clap::{Parser, Subcommand};
 
 use labs::course::{Course, Status};
 use labs::log_sleuth::{self, generate::Difficulty, Reader};
+use labs::pg::{self, Backend, DockerEngine, ProviderConfig, Server};
 use labs::schema_sketch::{self, check::Handler};
 use labs::store;
-use labs::pg::{self, Backend, DockerEngine, ProviderConfig, Server};
 
 #[derive(Parser)]
-#[command(name = "labs", version, about = "Labs for 'Designing High-Throughput Event Sourcing Systems with PostgreSQL'")]
+#[command(
+    name = "labs",
+    version,
+    about = "Labs for 'Designing High-Throughput Event Sourcing Systems with PostgreSQL'"
+)]
 struct Cli {
     /// Where the PostgreSQL server comes from (default: auto, or LABS_PG).
     #[arg(long, global = true, value_enum)]
@@ -233,9 +237,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Check { lab, solution, json } => check(&course, &lab, solution, json, cli.pg).await,
         Command::Doctor { json } => doctor(cli.pg, json).await,
         Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
-        Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => generate(seed, &out, difficulty, payments, force),
+        Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => {
+            generate(seed, &out, difficulty, payments, force)
+        }
         Command::Schema(Schema::Verify { file, json }) => verify_schema(&file, json, cli.pg).await,
-        Command::Bench(Bench::Store { runs, scale, only, json }) => bench_store(runs as usize, scale, &only, json, cli.pg).await,
+        Command::Bench(Bench::Store { runs, scale, only, json }) => {
+            bench_store(runs as usize, scale, &only, json, cli.pg).await
+        }
     }
 }
 
@@ -246,7 +254,11 @@ fn list(course: &Course, json: bool) -> Result<ExitCode> {
     }
     let cohort = labs::course::Cohort::load(course).map_err(anyhow::Error::msg)?;
     let minutes_of = |id: &str| {
-        course.run_sheet_of(&cohort.variant).into_iter().find(|(_, _, s)| s.activity.as_deref() == Some(id)).map_or(0, |(_, m, _)| m)
+        course
+            .run_sheet_of(&cohort.variant)
+            .into_iter()
+            .find(|(_, _, s)| s.activity.as_deref() == Some(id))
+            .map_or(0, |(_, m, _)| m)
     };
     println!(
         "{} ({} minutes, {} variant)\ncohort: {}, {} (cohort.toml)\n",
@@ -259,7 +271,13 @@ fn list(course: &Course, json: bool) -> Result<ExitCode> {
     let needs: Vec<String> = course
         .activities
         .iter()
-        .map(|a| if a.needs.is_empty() { "a server".to_string() } else { a.needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ") })
+        .map(|a| {
+            if a.needs.is_empty() {
+                "a server".to_string()
+            } else {
+                a.needs.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+            }
+        })
         .collect();
     let width = needs.iter().map(String::len).max().unwrap_or(5).max(5);
     println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  lab", "#", "id", "min", "status", "needs");
@@ -375,7 +393,8 @@ async fn run(course: &Course, lab: &str, json: bool, backend: Option<Backend>) -
         "reflection-wall" => {
             // No server: the menu is data.
             if json {
-                let value = serde_json::json!({ "prompt": labs::reflection_wall::PROMPT, "menu": labs::reflection_wall::MENU });
+                let value =
+                    serde_json::json!({ "prompt": labs::reflection_wall::PROMPT, "menu": labs::reflection_wall::MENU });
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", labs::reflection_wall::menu_text());
@@ -383,11 +402,14 @@ async fn run(course: &Course, lab: &str, json: bool, backend: Option<Backend>) -
             return Ok(ExitCode::SUCCESS);
         }
         "schema-sketch" => {
-            let report = with_server(backend, &activity.needs, async |server| Ok(schema_sketch::scenario::run(server).await?)).await?;
+            let report =
+                with_server(backend, &activity.needs, async |server| Ok(schema_sketch::scenario::run(server).await?))
+                    .await?;
             let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
             if json {
                 // What a machine reads: the balances and each stream's event count.
-                let events_per_stream: std::collections::BTreeMap<&String, usize> = report.streams.iter().map(|(s, v)| (s, v.events)).collect();
+                let events_per_stream: std::collections::BTreeMap<&String, usize> =
+                    report.streams.iter().map(|(s, v)| (s, v.events)).collect();
                 let value = serde_json::json!({
                     "lab": report.lab,
                     "balances_cents": report.balances,
@@ -413,11 +435,15 @@ async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: 
     let report = match activity.id.as_str() {
         "log-sleuth" => {
             let reader = if solution { Reader::Watermark } else { Reader::Exercise };
-            with_server(backend, &activity.needs, async |server| Ok(log_sleuth::scenario::check(server, reader).await?)).await?
+            with_server(backend, &activity.needs, async |server| Ok(log_sleuth::scenario::check(server, reader).await?))
+                .await?
         }
         "schema-sketch" => {
             let handler = if solution { Handler::Solution } else { Handler::Exercise };
-            let report = with_server(backend, &activity.needs, async |server| Ok(schema_sketch::check::check(server, handler).await?)).await?;
+            let report = with_server(backend, &activity.needs, async |server| {
+                Ok(schema_sketch::check::check(server, handler).await?)
+            })
+            .await?;
             let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
             print_report(json, &report, report.to_text())?;
             return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
@@ -432,7 +458,13 @@ async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: 
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn run_wal_race(course: &Course, args: RaceArgs, list: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+async fn run_wal_race(
+    course: &Course,
+    args: RaceArgs,
+    list: bool,
+    json: bool,
+    backend: Option<Backend>,
+) -> Result<ExitCode> {
     use labs::wal_race::{self, race::Progress, strategy::Strategy};
     if list {
         print!("{}", wal_race::report::strategies_text());
@@ -442,10 +474,14 @@ async fn run_wal_race(course: &Course, args: RaceArgs, list: bool, json: bool, b
         let dir = wal_race::saved_dir();
         let mut report = wal_race::read_results(&dir).map_err(anyhow::Error::msg)?;
         // The walls are named again by this build's detector, from the saved measurements.
-        report.strategies = wal_race::race::summarize(&report.strategies.iter().map(|s| s.strategy).collect::<Vec<_>>(), &report.points);
+        report.strategies = wal_race::race::summarize(
+            &report.strategies.iter().map(|s| s.strategy).collect::<Vec<_>>(),
+            &report.points,
+        );
         eprintln!("the saved result set in {} (see PROVENANCE.md there); no server was started", dir.display());
         let command = wal_race::saved_command(&dir).unwrap_or_else(|| "labs run wal-race".into());
-        let written = wal_race::write_results(&report, &args.out, &command).with_context(|| format!("writing into {}", args.out.display()))?;
+        let written = wal_race::write_results(&report, &args.out, &command)
+            .with_context(|| format!("writing into {}", args.out.display()))?;
         print_report(json, &report, report.to_text())?;
         eprintln!("written: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
         return Ok(ExitCode::SUCCESS);
@@ -509,7 +545,11 @@ struct RaceBoard {
 
 impl RaceBoard {
     fn new(strategies: &[labs::wal_race::strategy::Strategy], redraw: bool) -> RaceBoard {
-        RaceBoard { lines: strategies.iter().map(|s| (*s, format!("{:<17} waiting", s.id()))).collect(), redraw, drawn: false }
+        RaceBoard {
+            lines: strategies.iter().map(|s| (*s, format!("{:<17} waiting", s.id()))).collect(),
+            redraw,
+            drawn: false,
+        }
     }
 
     fn line(strategy: labs::wal_race::strategy::Strategy, writers: usize, eps: f64, wal_mb: f64, done: &str) -> String {
@@ -530,7 +570,9 @@ impl RaceBoard {
     fn update(&mut self, progress: labs::wal_race::race::Progress) {
         use labs::wal_race::race::Progress;
         let (strategy, text, finished) = match progress {
-            Progress::Started { strategy, writers } => (strategy, Self::line(strategy, writers, 0.0, 0.0, " ..."), false),
+            Progress::Started { strategy, writers } => {
+                (strategy, Self::line(strategy, writers, 0.0, 0.0, " ..."), false)
+            }
             Progress::Running { strategy, writers, events_per_second, wal_mb_per_second, .. } => {
                 (strategy, Self::line(strategy, writers, events_per_second, wal_mb_per_second, ""), false)
             }
@@ -561,7 +603,13 @@ impl RaceBoard {
 }
 
 /// `labs run mythbusting`: each chosen myth's demonstration on a fresh server of its own.
-async fn run_mythbusting(course: &Course, args: MythArgs, list: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+async fn run_mythbusting(
+    course: &Course,
+    args: MythArgs,
+    list: bool,
+    json: bool,
+    backend: Option<Backend>,
+) -> Result<ExitCode> {
     use labs::mythbusting::Bank;
     let bank = Bank::load().map_err(anyhow::Error::msg)?;
     if list {
@@ -592,7 +640,9 @@ async fn run_mythbusting(course: &Course, args: MythArgs, list: bool, json: bool
     for (n, demo) in demos.iter().enumerate() {
         let myth = bank.get(demo.id()).expect("selected from the bank");
         eprintln!("[{}/{}] myth {}: \"{}\"", n + 1, demos.len(), myth.id, myth.statement);
-        let report = with_server(backend, demo.needs(), async |server| demo.run(server, &myth.statement, &myth.verdict).await).await?;
+        let report =
+            with_server(backend, demo.needs(), async |server| demo.run(server, &myth.statement, &myth.verdict).await)
+                .await?;
         let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
         eprintln!("[{}/{}] done in {:.1} s", n + 1, demos.len(), report.seconds);
         if !json {
@@ -607,7 +657,13 @@ async fn run_mythbusting(course: &Course, args: MythArgs, list: bool, json: bool
 }
 
 /// `labs run outage`: one scenario, as configured and safe, each on a fresh server.
-async fn run_outage(course: &Course, args: OutageArgs, list: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+async fn run_outage(
+    course: &Course,
+    args: OutageArgs,
+    list: bool,
+    json: bool,
+    backend: Option<Backend>,
+) -> Result<ExitCode> {
     use labs::outage::{self, Report, Scenario, Variant};
     if list {
         print!("{}", outage::scenarios_text());
@@ -626,10 +682,22 @@ async fn run_outage(course: &Course, args: OutageArgs, list: bool, json: bool, b
     // The two runs are independent (a fresh server each, counts decided by the script), so they
     // run side by side: most of a run is waiting on fsync, pg_basebackup and server starts.
     let one = async |variant: Variant| {
-        eprintln!("outage {}: {} run starts ({})", scenario.id(), if variant == Variant::Safe { "safe" } else { "as-configured" }, scenario.setting(variant));
-        let run = with_server(backend, scenario.needs(), async |server| outage::burst::run(server, scenario, variant).await).await?;
+        eprintln!(
+            "outage {}: {} run starts ({})",
+            scenario.id(),
+            if variant == Variant::Safe { "safe" } else { "as-configured" },
+            scenario.setting(variant)
+        );
+        let run =
+            with_server(backend, scenario.needs(), async |server| outage::burst::run(server, scenario, variant).await)
+                .await?;
         if let Some(run) = &run {
-            eprintln!("outage {}: {} run done in {:.1} s", scenario.id(), if variant == Variant::Safe { "safe" } else { "as-configured" }, run.seconds);
+            eprintln!(
+                "outage {}: {} run done in {:.1} s",
+                scenario.id(),
+                if variant == Variant::Safe { "safe" } else { "as-configured" },
+                run.seconds
+            );
         }
         anyhow::Ok(run)
     };
@@ -646,13 +714,20 @@ async fn verify_schema(file: &PathBuf, json: bool, backend: Option<Backend>) -> 
         bail!("{} is empty: start from fixtures/03-schema-sketch/my-schema.sql", file.display());
     }
     let name = file.display().to_string();
-    let report = with_server(backend, &[], async |server| Ok(store::conformance::verify(server, &sql, &name).await?)).await?;
+    let report =
+        with_server(backend, &[], async |server| Ok(store::conformance::verify(server, &sql, &name).await?)).await?;
     let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
     print_report(json, &report, report.to_text())?;
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn bench_store(runs: usize, scale: f64, only: &[String], json: bool, backend: Option<Backend>) -> Result<ExitCode> {
+async fn bench_store(
+    runs: usize,
+    scale: f64,
+    only: &[String],
+    json: bool,
+    backend: Option<Backend>,
+) -> Result<ExitCode> {
     if !(scale > 0.0 && scale <= 100.0) {
         bail!("--scale must be above 0 and at most 100, not {scale}");
     }
@@ -661,8 +736,11 @@ async fn bench_store(runs: usize, scale: f64, only: &[String], json: bool, backe
         bail!("--only: no shape '{unknown}'; the shapes are {}", ids.join(", "));
     }
     // Shape ids are static; keep the matching ones.
-    let only: Option<&'static [&'static str]> =
-        if only.is_empty() { None } else { Some(Vec::leak(ids.into_iter().filter(|id| only.iter().any(|o| o == id)).collect())) };
+    let only: Option<&'static [&'static str]> = if only.is_empty() {
+        None
+    } else {
+        Some(Vec::leak(ids.into_iter().filter(|id| only.iter().any(|o| o == id)).collect()))
+    };
     let options = store::bench::BenchOptions { runs, scale, only };
     let report = with_server(backend, &[], async |server| {
         Ok(store::bench::run(server, options, |step| eprintln!("{step}")).await?)
@@ -710,7 +788,13 @@ fn audit(files: &[PathBuf], json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn generate(seed: u64, out: &PathBuf, difficulty: Difficulty, payments: Option<usize>, force: bool) -> Result<ExitCode> {
+fn generate(
+    seed: u64,
+    out: &PathBuf,
+    difficulty: Difficulty,
+    payments: Option<usize>,
+    force: bool,
+) -> Result<ExitCode> {
     if payments == Some(0) {
         bail!("--payments must be at least 1");
     }
@@ -724,7 +808,8 @@ fn generate(seed: u64, out: &PathBuf, difficulty: Difficulty, payments: Option<u
         }
     }
     std::fs::write(&log, &incident.jsonl).with_context(|| format!("writing {}", log.display()))?;
-    std::fs::write(&key, serde_json::to_string_pretty(&incident.key)? + "\n").with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(&key, serde_json::to_string_pretty(&incident.key)? + "\n")
+        .with_context(|| format!("writing {}", key.display()))?;
     println!(
         "wrote {} ({} lines) and {} ({} findings to discover); keep the key away from attendees",
         log.display(),
@@ -766,18 +851,29 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
     let docker = DockerEngine::detect().await;
     match &docker {
         Ok(engine) => {
-            add("docker engine", "ok", format!("{} at {}", engine.version().await.unwrap_or_default(), engine.socket().display()));
+            add(
+                "docker engine",
+                "ok",
+                format!("{} at {}", engine.version().await.unwrap_or_default(), engine.socket().display()),
+            );
             if engine.has_image(&config.image).await {
                 add("postgres image", "ok", format!("{} is present", config.image));
             } else {
                 add("postgres image", "warn", format!("{} is not present", config.image));
-                fixes.push(format!("run `cargo xtask prepare` while online to get {} (or set LABS_PG_IMAGE)", config.image));
+                fixes.push(format!(
+                    "run `cargo xtask prepare` while online to get {} (or set LABS_PG_IMAGE)",
+                    config.image
+                ));
             }
         }
         Err(e) => add("docker engine", "warn", e.clone()),
     }
     match pg::find_local_binaries() {
-        Ok(dir) => add("local postgres", "ok", version(&dir.join("postgres").to_string_lossy()).unwrap_or_else(|| dir.display().to_string())),
+        Ok(dir) => add(
+            "local postgres",
+            "ok",
+            version(&dir.join("postgres").to_string_lossy()).unwrap_or_else(|| dir.display().to_string()),
+        ),
         Err(e) => add("local postgres", "warn", e),
     }
     if let Some(url) = &config.database_url {
@@ -797,7 +893,11 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
     };
     let server_ok = match trial.await {
         Ok((described, version, fsync)) => {
-            add("start a server", "ok", format!("PostgreSQL {version} in {:.1} s: {described}", started.elapsed().as_secs_f64()));
+            add(
+                "start a server",
+                "ok",
+                format!("PostgreSQL {version} in {:.1} s: {described}", started.elapsed().as_secs_f64()),
+            );
             if fsync != "on" {
                 add("fsync", "FAIL", format!("fsync is {fsync}: durability labs would lie"));
                 fixes.push("use an image or server with fsync on (the default)".into());
@@ -811,7 +911,10 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ready": server_ok, "items": items, "fixes": fixes }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "ready": server_ok, "items": items, "fixes": fixes }))?
+        );
     } else {
         for i in &items {
             println!("{:<5} {:<16} {}", i.status, i.item, i.detail);

@@ -18,7 +18,11 @@ fn stderr(out: &Output) -> String {
 fn an_unknown_activity_lists_the_valid_ones() {
     let out = labs(&["run", "no-such-lab"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown activity 'no-such-lab'; the activities are: log-sleuth, mythbusting"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown activity 'no-such-lab'; the activities are: log-sleuth, mythbusting"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Bad mythbusting and outage input: one line naming the valid choices, a non-zero exit, and no
@@ -27,13 +31,27 @@ fn an_unknown_activity_lists_the_valid_ones() {
 fn unknown_myths_and_scenarios_list_the_valid_ones() {
     let out = labs(&["run", "mythbusting", "--myth", "teleportation"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).starts_with("error: unknown myth 'teleportation'; the myths are: replication-no-loss,"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: unknown myth 'teleportation'; the myths are: replication-no-loss,"),
+        "{}",
+        stderr(&out)
+    );
     let out = labs(&["run", "outage", "--scenario", "meteor"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown scenario 'meteor'; the scenarios are: frozen-wal-writer, async-failover, unarchived-wal"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "unknown scenario 'meteor'; the scenarios are: frozen-wal-writer, async-failover, unarchived-wal"
+        ),
+        "{}",
+        stderr(&out)
+    );
     let out = labs(&["run", "log-sleuth", "--scenario", "meteor"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--scenario is an option of `labs run outage`, not of log-sleuth"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--scenario is an option of `labs run outage`, not of log-sleuth"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The url backend cannot crash, freeze or fail over a server it does not own: it says which
@@ -41,31 +59,56 @@ fn unknown_myths_and_scenarios_list_the_valid_ones() {
 #[test]
 fn a_backend_without_a_needed_capability_says_which() {
     let unreachable = "postgres://nobody@127.0.0.1:1/none";
-    let out = Command::new(env!("CARGO_BIN_EXE_labs")).args(["run", "outage", "--pg", "url"]).env("DATABASE_URL", unreachable).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "outage", "--pg", "url"])
+        .env("DATABASE_URL", unreachable)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("needs the 'freeze-wal-writer' capability, which the url backend does not offer"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs the 'freeze-wal-writer' capability, which the url backend does not offer"),
+        "{}",
+        stderr(&out)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_labs"))
         .args(["run", "mythbusting", "--pg", "url", "--myth", "replication-no-loss"])
         .env("DATABASE_URL", unreachable)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("needs the 'standby' capability, which the url backend does not offer"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs the 'standby' capability, which the url backend does not offer"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The poll's questions for a poll tool, without a server.
 #[test]
 fn poll_csv_needs_no_server() {
-    let out = Command::new(env!("CARGO_BIN_EXE_labs")).args(["run", "mythbusting", "--poll-csv"]).env("LABS_PG", "url").env_remove("DATABASE_URL").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "mythbusting", "--poll-csv"])
+        .env("LABS_PG", "url")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("number,id,question,"));
 }
 
 #[test]
 fn a_bad_labs_pg_value_is_named() {
-    let out = Command::new(env!("CARGO_BIN_EXE_labs")).args(["run", "log-sleuth"]).env("LABS_PG", "kubernetes").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "log-sleuth"])
+        .env("LABS_PG", "kubernetes")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("LABS_PG is set to an invalid value: unknown PostgreSQL backend 'kubernetes'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("LABS_PG is set to an invalid value: unknown PostgreSQL backend 'kubernetes'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -95,7 +138,12 @@ fn interrupt_at_several_moments(backend: &str, moments_ms: &[u64], check_clean: 
 }
 
 /// Sends Ctrl-C to a lab at several moments and checks what is left.
-fn interrupt_lab_at_several_moments(lab: &[&str], backend: &str, moments_ms: &[u64], check_clean: impl Fn(u32, &std::path::Path)) {
+fn interrupt_lab_at_several_moments(
+    lab: &[&str],
+    backend: &str,
+    moments_ms: &[u64],
+    check_clean: impl Fn(u32, &std::path::Path),
+) {
     for &ms in moments_ms {
         let tmp = tempfile::tempdir().unwrap();
         // Like /tmp: a server run as `nobody` (when the tests run as root) must reach its directory.
@@ -132,10 +180,15 @@ fn ctrl_c_leaves_no_local_server_or_directory() {
 /// no server, standby or directory behind.
 #[test]
 fn ctrl_c_during_an_outage_leaves_nothing_behind() {
-    interrupt_lab_at_several_moments(&["run", "outage", "--scenario", "unarchived-wal"], "local", &[1500, 2500, 3500, 5000, 7000], |_, tmp| {
-        let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
-        assert!(left.is_empty(), "left behind: {left:?}");
-    });
+    interrupt_lab_at_several_moments(
+        &["run", "outage", "--scenario", "unarchived-wal"],
+        "local",
+        &[1500, 2500, 3500, 5000, 7000],
+        |_, tmp| {
+            let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
+            assert!(left.is_empty(), "left behind: {left:?}");
+        },
+    );
 }
 
 /// The same in containers: the primary and the standby run inside one container per run, and
@@ -145,13 +198,18 @@ fn ctrl_c_during_an_outage_leaves_no_container() {
     if !common::containers_expected() {
         return;
     }
-    interrupt_lab_at_several_moments(&["run", "outage", "--scenario", "async-failover"], "container", &[2500, 6000, 10000], |pid, _| {
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=io.github.es-workshop.labs.run={pid}")])
-            .output()
-            .expect("docker CLI");
-        assert!(out.stdout.is_empty(), "containers left by pid {pid}: {}", String::from_utf8_lossy(&out.stdout));
-    });
+    interrupt_lab_at_several_moments(
+        &["run", "outage", "--scenario", "async-failover"],
+        "container",
+        &[2500, 6000, 10000],
+        |pid, _| {
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &format!("label=io.github.es-workshop.labs.run={pid}")])
+                .output()
+                .expect("docker CLI");
+            assert!(out.stdout.is_empty(), "containers left by pid {pid}: {}", String::from_utf8_lossy(&out.stdout));
+        },
+    );
 }
 
 #[test]
@@ -195,7 +253,19 @@ fn ctrl_c_during_the_race_reports_what_was_measured() {
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let out_dir = tmp.path().join("results");
     let mut child = Command::new(env!("CARGO_BIN_EXE_labs"))
-        .args(["run", "wal-race", "--pg", "local", "--strategies", "multi-row,copy", "--writers", "1,2", "--seconds", "0.5", "--out"])
+        .args([
+            "run",
+            "wal-race",
+            "--pg",
+            "local",
+            "--strategies",
+            "multi-row,copy",
+            "--writers",
+            "1,2",
+            "--seconds",
+            "0.5",
+            "--out",
+        ])
         .arg(&out_dir)
         .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::piped())
@@ -222,6 +292,7 @@ fn ctrl_c_during_the_race_reports_what_was_measured() {
     assert!(stdout.contains("(INTERRUPTED: the points measured so far)"), "{stdout}");
     assert!(stdout.contains("multi-row         yes           1"), "{stdout}");
     assert!(out_dir.join("results.json").exists() && out_dir.join("throughput.svg").exists());
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "results").collect();
+    let left: Vec<_> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "results").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

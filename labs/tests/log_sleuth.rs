@@ -14,8 +14,11 @@ fn fixtures() -> PathBuf {
 
 /// The three incidents of the chapter: (file stem, seed, difficulty). Regenerate one with
 /// `labs sleuth generate --seed <seed> --difficulty <difficulty> --out <dir>`.
-const INCIDENTS: [(&str, u64, Difficulty); 3] =
-    [("incident-1", 101, Difficulty::Easy), ("incident-2", 202, Difficulty::Medium), ("incident-3", 303, Difficulty::Hard)];
+const INCIDENTS: [(&str, u64, Difficulty); 3] = [
+    ("incident-1", 101, Difficulty::Easy),
+    ("incident-2", 202, Difficulty::Medium),
+    ("incident-3", 303, Difficulty::Hard),
+];
 
 fn audit_text(stem: &str) -> String {
     let path = fixtures().join(format!("{stem}.jsonl"));
@@ -44,7 +47,8 @@ fn each_fixture_is_what_the_generator_makes_and_the_audit_finds_its_key() {
         let log = std::fs::read_to_string(fixtures().join(format!("{stem}.jsonl"))).unwrap();
         assert!(log == incident.jsonl, "{stem}.jsonl differs from `generate --seed {seed}`: regenerate it");
         let key: AnswerKey =
-            serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("answers/{stem}.json"))).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("answers/{stem}.json"))).unwrap())
+                .unwrap();
         assert_eq!(key, incident.key, "answers/{stem}.json differs from the generator's key");
         let audit = audit_file(&fixtures().join(format!("{stem}.jsonl")), |_| {}).unwrap();
         assert_eq!(audit.findings, key.findings, "{stem}: the audit disagrees with the answer key");
@@ -91,12 +95,12 @@ fn each_kind_in_a_hand_written_log() {
         line("a1", "a", 1, 3, r#"{"y":2,"x":1}"#), // 3: duplicate (same content, keys reordered)
         line("a2", "a", 2, 4, r#"{"z":1}"#),       // 4: conflicting duplicate
         line("b1", "b", 1, 5, "{}"),
-        line("b3", "b", 3, 6, "{}"),               // 6: gap (b2 never appears)
+        line("b3", "b", 3, 6, "{}"), // 6: gap (b2 never appears)
         line("c2", "c", 2, 7, "{}"),
-        line("c1", "c", 1, 8, "{}"),               // 8: out of order
-        line("c2x", "c", 2, 9, "{}"),              // 9: version conflict with line 7
+        line("c1", "c", 1, 8, "{}"),  // 8: out of order
+        line("c2x", "c", 2, 9, "{}"), // 9: version conflict with line 7
         line("d1", "d", 1, 11, "{}"),
-        line("e1", "e", 1, 10, "{}"),              // 11: position regression
+        line("e1", "e", 1, 10, "{}"), // 11: position regression
     ]
     .join("\n");
     let dir = tempfile::tempdir().unwrap();

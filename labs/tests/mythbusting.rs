@@ -11,8 +11,6 @@ use labs::mythbusting::demos::{Demo, ALL};
 use labs::mythbusting::{Bank, DemoReport};
 use labs::pg::{Backend, Server};
 
-
-
 #[test]
 fn the_bank_has_eight_myths_six_demonstrations_and_a_poll_of_three() {
     let bank = Bank::load().unwrap();
@@ -80,7 +78,12 @@ async fn run(demo: Demo, backend: Backend) -> DemoReport {
 }
 
 fn measured<'a>(report: &'a DemoReport, name: &str) -> &'a serde_json::Value {
-    &report.measured.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no '{name}' in {:?}", report.measured)).value
+    &report
+        .measured
+        .iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no '{name}' in {:?}", report.measured))
+        .value
 }
 
 #[tokio::test]
@@ -92,7 +95,11 @@ async fn every_demonstration_busts_its_myth_on_the_local_backend() {
                 assert_eq!(measured(&report, "orders on the promoted standby"), 0);
                 assert_eq!(measured(&report, "orders lost by the failover"), 4);
                 assert_eq!(measured(&report, "sync commit still waiting after 1 s"), true);
-                assert!(report.server_said.iter().any(|s| s.contains("has already committed locally")), "{:?}", report.server_said);
+                assert!(
+                    report.server_said.iter().any(|s| s.contains("has already committed locally")),
+                    "{:?}",
+                    report.server_said
+                );
             }
             Demo::AsyncCommitCorrupts => {
                 assert_eq!(measured(&report, "acknowledged commits lost"), 200);
@@ -100,9 +107,14 @@ async fn every_demonstration_busts_its_myth_on_the_local_backend() {
             }
             Demo::UnloggedFreeSpeedup => {
                 assert_eq!(measured(&report, "rows after the crash, unlogged table"), 0);
-                assert!(measured(&report, "WAL, unlogged table").as_i64().unwrap() * 100 < measured(&report, "WAL, logged table").as_i64().unwrap());
+                assert!(
+                    measured(&report, "WAL, unlogged table").as_i64().unwrap() * 100
+                        < measured(&report, "WAL, logged table").as_i64().unwrap()
+                );
             }
-            Demo::IdentityGapFree => assert_eq!(measured(&report, "ids the reader will never see"), &serde_json::json!([1])),
+            Demo::IdentityGapFree => {
+                assert_eq!(measured(&report, "ids the reader will never see"), &serde_json::json!([1]))
+            }
             _ => {}
         }
     }
@@ -142,6 +154,7 @@ fn saved_outputs_match_the_bank() {
         assert!(text.contains("verdict: BUSTED"), "{}.txt", demo.id());
     }
     let default = std::fs::read_to_string(dir.join("default.txt")).unwrap();
-    let order: Vec<usize> = bank.poll.iter().map(|id| default.find(&header(id)).expect("a poll myth is missing")).collect();
+    let order: Vec<usize> =
+        bank.poll.iter().map(|id| default.find(&header(id)).expect("a poll myth is missing")).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "default.txt is not in the poll's order");
 }

@@ -9,8 +9,6 @@ use labs::outage::burst::{NEW_ORDERS_AFTER_RECOVERY, PHASE_ONE_ORDERS, PHASE_TWO
 use labs::outage::{Report, Run, Scenario, Variant, ALL};
 use labs::pg::{Backend, Server};
 
-
-
 async fn run(scenario: Scenario, backend: Backend) -> Report {
     let mut runs: Vec<Run> = Vec::new();
     for variant in [Variant::AsConfigured, Variant::Safe] {

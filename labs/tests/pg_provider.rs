@@ -10,8 +10,6 @@ use common::{config, containers_expected};
 
 use labs::pg::{Backend, Capability, Node, ProviderError, Server};
 
-
-
 /// Commits a row, crashes the server (immediate stop: no checkpoint), restarts it, and expects
 /// the row back: a committed transaction is durable with fsync and synchronous_commit on.
 async fn crash_and_restart_keep_committed_rows(backend: Backend) {
@@ -58,14 +56,8 @@ async fn two_servers_never_collide() {
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_ne!(a.url(), b.url());
     a.connect().await.unwrap().batch_execute("CREATE TABLE only_in_a (x int)").await.unwrap();
-    let exists: bool = b
-        .connect()
-        .await
-        .unwrap()
-        .query_one("SELECT to_regclass('only_in_a') IS NOT NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let exists: bool =
+        b.connect().await.unwrap().query_one("SELECT to_regclass('only_in_a') IS NOT NULL", &[]).await.unwrap().get(0);
     assert!(!exists);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -91,7 +83,8 @@ async fn url_backend_uses_a_fresh_database_and_refuses_to_crash() {
     lab.shutdown().await.unwrap();
 
     let admin = host.connect().await.unwrap();
-    let left: i64 = admin.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&database]).await.unwrap().get(0);
+    let left: i64 =
+        admin.query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&database]).await.unwrap().get(0);
     assert_eq!(left, 0, "the lab's database outlived the run");
     drop(admin);
     host.shutdown().await.unwrap();

@@ -31,7 +31,13 @@ fn every_change_is_tied_to_a_lab_that_exists() {
         if let Some(i) = words.iter().position(|w| *w == "run" || *w == "check") {
             if words.get(i - 1) == Some(&"labs") {
                 let lab = words[i + 1];
-                assert_eq!(course.activity(lab).map(|a| a.status), Some(Status::Ready), "{}: `{}` is not a ready lab", c.id, c.evidence);
+                assert_eq!(
+                    course.activity(lab).map(|a| a.status),
+                    Some(Status::Ready),
+                    "{}: `{}` is not a ready lab",
+                    c.id,
+                    c.evidence
+                );
             }
         }
         if let Some(i) = words.iter().position(|w| *w == "--strategies") {

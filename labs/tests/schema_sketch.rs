@@ -32,7 +32,10 @@ fn failing(report: &VerifyReport) -> Vec<&str> {
 /// Counts under random load vary from run to run; the checks' verdicts and reasons do not.
 fn assert_verify_snapshot(name: &str, report: &VerifyReport) {
     let mut settings = insta::Settings::clone_current();
-    settings.add_filter(r"reader (\d): \d+ missed, \d+ twice, \d+ out of stream order", "reader $1: [N] missed, [N] twice, [N] out of stream order");
+    settings.add_filter(
+        r"reader (\d): \d+ missed, \d+ twice, \d+ out of stream order",
+        "reader $1: [N] missed, [N] twice, [N] out of stream order",
+    );
     settings.add_filter(r"\d+ of (\d+) acknowledged appends", "[N] of $1 acknowledged appends");
     settings.bind(|| insta::assert_snapshot!(name, report.to_text()));
 }
@@ -51,7 +54,11 @@ async fn the_day_at_the_bank_rejects_the_overdraft_reports_the_conflict_and_repl
     assert_eq!(counts, vec![("account-alice", 4), ("account-bob", 4), ("account-carol", 3)]);
     let outcomes: Vec<&str> = report.steps.iter().map(|s| s.outcome.as_str()).collect();
     assert!(outcomes.contains(&"wrong expected version for stream account-bob: expected 3, actual 4"), "{outcomes:#?}");
-    assert_eq!(outcomes.iter().filter(|o| o.starts_with("rejected: ")).count(), 2, "the overdraft, and teller 2 after reloading");
+    assert_eq!(
+        outcomes.iter().filter(|o| o.starts_with("rejected: ")).count(),
+        2,
+        "the overdraft, and teller 2 after reloading"
+    );
     // Each stream replays in version order.
     for stream in report.streams.keys() {
         let versions: Vec<i64> = report.replay.iter().filter(|e| &e.stream_id == stream).map(|e| e.version).collect();
@@ -78,7 +85,12 @@ async fn a_reader_that_trusts_positions_fails_for_skipping_events() {
 #[tokio::test]
 async fn an_append_that_swallows_conflicts_fails_for_silent_conflicts_and_lost_writes() {
     let report = verify_file("fixtures/03-schema-sketch/flawed-silent-conflict.sql").await;
-    assert_eq!(failing(&report), vec!["conflict-detected", "concurrent-readers", "conflicts-under-race"], "{}", report.to_text());
+    assert_eq!(
+        failing(&report),
+        vec!["conflict-detected", "concurrent-readers", "conflicts-under-race"],
+        "{}",
+        report.to_text()
+    );
     assert_verify_snapshot("verify_silent_conflict", &report);
 }
 
@@ -101,7 +113,11 @@ async fn malformed_sql_is_reported_with_the_servers_error_and_its_line_and_colum
     let summary = &report.checks[0].summary;
     assert!(summary.starts_with("bad.sql:3:8: syntax error at or near \"FUNCTON\" (SQLSTATE 42601)"), "{summary}");
     assert_eq!(failing(&missing), vec!["contract"]);
-    assert!(missing.checks[1].summary.contains("append_to_stream(text,bigint,uuid[],text[],jsonb[],jsonb[])"), "{}", missing.to_text());
+    assert!(
+        missing.checks[1].summary.contains("append_to_stream(text,bigint,uuid[],text[],jsonb[],jsonb[])"),
+        "{}",
+        missing.to_text()
+    );
 }
 
 /// `labs check` must be able to fail: the given transfer overdraws in the scripted race, the

@@ -30,7 +30,10 @@ fn deposit(n: u128, cents: i64) -> NewEvent {
 async fn a_wrong_expected_version_is_a_typed_conflict_naming_stream_expected_and_actual() {
     let server = fresh_store().await;
     let client = server.connect().await.unwrap();
-    assert_eq!(append(&client, "account-1", ExpectedVersion::NoStream, &[deposit(1, 100), deposit(2, 200)]).await.unwrap(), 2);
+    assert_eq!(
+        append(&client, "account-1", ExpectedVersion::NoStream, &[deposit(1, 100), deposit(2, 200)]).await.unwrap(),
+        2
+    );
     let err = append(&client, "account-1", ExpectedVersion::Exact(1), &[deposit(3, 300)]).await.unwrap_err();
     match &err {
         StoreError::VersionConflict { stream_id, expected, actual } => {
@@ -68,8 +71,16 @@ async fn a_batch_resent_after_a_lost_acknowledgement_is_stored_once() {
 
     // The bulk path: the same bulk twice yields one copy and the same versions.
     let bulk = vec![
-        StreamAppend { stream_id: "account-4".into(), expected: ExpectedVersion::NoStream, events: vec![deposit(30, 1), deposit(31, 2)] },
-        StreamAppend { stream_id: "account-2".into(), expected: ExpectedVersion::Exact(3), events: vec![deposit(32, 3)] },
+        StreamAppend {
+            stream_id: "account-4".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![deposit(30, 1), deposit(31, 2)],
+        },
+        StreamAppend {
+            stream_id: "account-2".into(),
+            expected: ExpectedVersion::Exact(3),
+            events: vec![deposit(32, 3)],
+        },
     ];
     assert_eq!(append_bulk(&mut client, &bulk).await.unwrap(), vec![2, 4]);
     assert_eq!(append_bulk(&mut client, &bulk).await.unwrap(), vec![2, 4]);
@@ -84,12 +95,26 @@ async fn a_bulk_with_one_stale_stream_writes_nothing() {
     let mut client = server.connect().await.unwrap();
     append(&client, "account-5", ExpectedVersion::NoStream, &[deposit(40, 1)]).await.unwrap();
     let bulk = vec![
-        StreamAppend { stream_id: "account-6".into(), expected: ExpectedVersion::NoStream, events: vec![deposit(41, 1)] },
-        StreamAppend { stream_id: "account-5".into(), expected: ExpectedVersion::NoStream, events: vec![deposit(42, 1)] },
+        StreamAppend {
+            stream_id: "account-6".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![deposit(41, 1)],
+        },
+        StreamAppend {
+            stream_id: "account-5".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![deposit(42, 1)],
+        },
     ];
     let err = append_bulk(&mut client, &bulk).await.unwrap_err();
-    assert!(matches!(&err, StoreError::VersionConflict { stream_id, actual: 1, .. } if stream_id == "account-5"), "{err:?}");
-    assert!(read_stream(&client, "account-6", 1, 10).await.unwrap().is_empty(), "the other stream was not written either");
+    assert!(
+        matches!(&err, StoreError::VersionConflict { stream_id, actual: 1, .. } if stream_id == "account-5"),
+        "{err:?}"
+    );
+    assert!(
+        read_stream(&client, "account-6", 1, 10).await.unwrap().is_empty(),
+        "the other stream was not written either"
+    );
     let repeated = vec![bulk[0].clone(), bulk[0].clone()];
     assert!(matches!(append_bulk(&mut client, &repeated).await, Err(StoreError::StreamRepeated(_))));
     server.shutdown().await.unwrap();
@@ -108,11 +133,19 @@ async fn a_notification_wakes_a_waiting_subscription_before_its_poll_interval() 
     let started = Instant::now();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let bulk = [StreamAppend { stream_id: "account-7".into(), expected: ExpectedVersion::Any, events: vec![deposit(50, 1)] }];
+        let bulk = [StreamAppend {
+            stream_id: "account-7".into(),
+            expected: ExpectedVersion::Any,
+            events: vec![deposit(50, 1)],
+        }];
         append_bulk(&mut writer, &bulk).await.unwrap();
     });
     subscription::wait_for_events(&mut wakeups, Duration::from_secs(30)).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "woke after {:?}: the poll interval, not the notification", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woke after {:?}: the poll interval, not the notification",
+        started.elapsed()
+    );
     assert_eq!(ledger.process_batch(&mut client, async |_, _| Ok(())).await.unwrap(), Batch::Processed(1));
     server.shutdown().await.unwrap();
 }
@@ -126,7 +159,8 @@ LANGUAGE sql STABLE AS $$
     FROM events e WHERE e.position > coalesce(p_after, '0')::bigint ORDER BY e.position LIMIT p_max_count
 $$;";
 
-const PROJECTION: &str = "CREATE TABLE projection (seq bigserial, subscription text, event_id uuid, stream_id text, version bigint)";
+const PROJECTION: &str =
+    "CREATE TABLE projection (seq bigserial, subscription text, event_id uuid, stream_id text, version bigint)";
 
 struct HarnessResult {
     acknowledged: usize,
@@ -204,8 +238,10 @@ async fn harness(server: &Server, naive_reader: bool) -> HarnessResult {
                 let stream = format!("account-{}", rng.below(STREAMS));
                 let event = deposit(((w as u128 + 1) << 32) | n as u128, 1 + rng.below(100) as i64);
                 loop {
-                    let version = read_stream(&client, &stream, 1, i64::MAX).await.unwrap().last().map_or(0, |e| e.version);
-                    let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+                    let version =
+                        read_stream(&client, &stream, 1, i64::MAX).await.unwrap().last().map_or(0, |e| e.version);
+                    let expected =
+                        if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
                     client.batch_execute("BEGIN").await.unwrap();
                     match append(&client, &stream, expected, std::slice::from_ref(&event)).await {
                         Ok(_) => {
@@ -292,7 +328,11 @@ async fn racing_writers_and_competing_subscriptions_lose_nothing_and_see_nothing
     assert!(result.conflicts > 0, "writers on four shared streams must have conflicted: the harness did not race");
     assert_eq!(result.unacknowledged_stored, 0, "an event whose append failed is stored");
     for (name, (missing, twice, disorder)) in &result.per_subscription {
-        assert_eq!((*missing, *twice, *disorder), (0, 0, 0), "subscription {name}: (missing, twice, out of stream order)");
+        assert_eq!(
+            (*missing, *twice, *disorder),
+            (0, 0, 0),
+            "subscription {name}: (missing, twice, out of stream order)"
+        );
     }
 }
 
@@ -334,8 +374,13 @@ async fn multi_stream_transactions_can_reach_readers_out_of_stream_order() {
         teller_tx.commit().await.unwrap();
     };
     tokio::join!(credit, teller_commits);
-    let bob: Vec<i64> =
-        store::read_all_after(&setup, None, 100).await.unwrap().iter().filter(|e| e.stream_id == "account-bob").map(|e| e.version).collect();
+    let bob: Vec<i64> = store::read_all_after(&setup, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.stream_id == "account-bob")
+        .map(|e| e.version)
+        .collect();
     assert_eq!(bob, vec![1, 3, 2], "the watermark order is transaction-id order, not each stream's order");
     server.shutdown().await.unwrap();
 }
@@ -351,7 +396,11 @@ async fn the_typed_reader_and_the_sql_function_read_the_same() {
         append(&client, &format!("account-{s}"), ExpectedVersion::NoStream, &events).await.unwrap();
     }
     let bulk: Vec<StreamAppend> = (0..3u128)
-        .map(|s| StreamAppend { stream_id: format!("bulk-{s}"), expected: ExpectedVersion::Any, events: vec![deposit(2_000 + s, 1)] })
+        .map(|s| StreamAppend {
+            stream_id: format!("bulk-{s}"),
+            expected: ExpectedVersion::Any,
+            events: vec![deposit(2_000 + s, 1)],
+        })
         .collect();
     append_bulk(&mut client, &bulk).await.unwrap();
     let mut after: Option<String> = None;
@@ -362,8 +411,13 @@ async fn the_typed_reader_and_the_sql_function_read_the_same() {
         after = Some(last.checkpoint.clone());
         typed.extend(batch);
     }
-    let function: Vec<store::RecordedEvent> =
-        client.query(store::read::READ_ALL_SQL, &[&None::<String>, &1_000i32]).await.unwrap().iter().map(store::RecordedEvent::from_row).collect();
+    let function: Vec<store::RecordedEvent> = client
+        .query(store::read::READ_ALL_SQL, &[&None::<String>, &1_000i32])
+        .await
+        .unwrap()
+        .iter()
+        .map(store::RecordedEvent::from_row)
+        .collect();
     assert_eq!(typed.len(), 38);
     assert_eq!(typed, function);
     let err = store::read_all_after(&client, Some("not-a-checkpoint"), 1).await.unwrap_err();

@@ -28,19 +28,40 @@ async fn a_short_race_has_every_point_and_the_facts_that_hold_on_any_machine() {
     assert!(!report.interrupted);
     assert_eq!(report.points.len(), ALL.len() * 2);
     for p in &report.points {
-        assert!(p.events > 0 && p.events_per_second > 0.0, "{} at {} writers wrote nothing", p.strategy.id(), p.writers);
+        assert!(
+            p.events > 0 && p.events_per_second > 0.0,
+            "{} at {} writers wrote nothing",
+            p.strategy.id(),
+            p.writers
+        );
         assert!(!p.waits.is_empty(), "{} at {}: no wait samples", p.strategy.id(), p.writers);
     }
     let wal = |s: Strategy| median_wal_per_event(&report, s).unwrap();
     // Bytes move little between durable ways of writing the same rows...
-    assert!(wal(Strategy::Copy) < wal(Strategy::RowPerTx), "copy {} vs row-per-tx {}", wal(Strategy::Copy), wal(Strategy::RowPerTx));
+    assert!(
+        wal(Strategy::Copy) < wal(Strategy::RowPerTx),
+        "copy {} vs row-per-tx {}",
+        wal(Strategy::Copy),
+        wal(Strategy::RowPerTx)
+    );
     assert!(wal(Strategy::RowPerTx) < 2.0 * wal(Strategy::Copy));
     // ...indexes inflate them, an unlogged table writes almost none.
-    assert!(wal(Strategy::ExtraIndexes) > 1.3 * wal(Strategy::MultiRow), "extra indexes {} vs {}", wal(Strategy::ExtraIndexes), wal(Strategy::MultiRow));
+    assert!(
+        wal(Strategy::ExtraIndexes) > 1.3 * wal(Strategy::MultiRow),
+        "extra indexes {} vs {}",
+        wal(Strategy::ExtraIndexes),
+        wal(Strategy::MultiRow)
+    );
     assert!(wal(Strategy::Unlogged) < 0.05 * wal(Strategy::MultiRow), "unlogged {}", wal(Strategy::Unlogged));
     // Batching beats one commit per event by far, on any disk that honours fsync.
-    let best = |s: Strategy| report.points.iter().filter(|p| p.strategy == s).map(|p| p.events_per_second).fold(0.0, f64::max);
-    assert!(best(Strategy::Copy) > 10.0 * best(Strategy::RowPerTx), "copy {} vs row-per-tx {}", best(Strategy::Copy), best(Strategy::RowPerTx));
+    let best =
+        |s: Strategy| report.points.iter().filter(|p| p.strategy == s).map(|p| p.events_per_second).fold(0.0, f64::max);
+    assert!(
+        best(Strategy::Copy) > 10.0 * best(Strategy::RowPerTx),
+        "copy {} vs row-per-tx {}",
+        best(Strategy::Copy),
+        best(Strategy::RowPerTx)
+    );
     assert!(report.strategies.iter().all(|s| s.bottleneck.is_some()));
 
     // The shape of the report, with what is measured redacted.
@@ -48,7 +69,10 @@ async fn a_short_race_has_every_point_and_the_facts_that_hold_on_any_machine() {
     settings.add_filter(r"(?m)^(\S+ +(?:yes|NO) +\d+) .*$", "$1 [measured]");
     settings.add_filter(r"(?m)^(\S+) {2,}(?:still scaling|scales to|flat from).*$", "$1 [wall]");
     settings.add_filter(r"(?m)^PostgreSQL .*$", "[server, machine and settings]");
-    settings.add_filter(r"(?m)^(Fastest: |Fastest durable strategy other than copy: |Durable strategies: ).*$", "$1[measured]");
+    settings.add_filter(
+        r"(?m)^(Fastest: |Fastest durable strategy other than copy: |Durable strategies: ).*$",
+        "$1[measured]",
+    );
     settings.bind(|| insta::assert_snapshot!("short_race_text", report.to_text()));
 
     // Every rendering: JSON reads back the same, CSV has a row a point, SVGs inline cleanly.

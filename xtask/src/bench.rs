@@ -32,12 +32,17 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     let dir = root.join("target/bench");
     let log = dir.join("million/incident.jsonl");
     if !log.exists() {
-        run_command(Command::new(&labs).args(["sleuth", "generate", "--seed", SEED, "--payments", PAYMENTS, "--force", "--out"]).arg(dir.join("million")))?;
+        run_command(
+            Command::new(&labs)
+                .args(["sleuth", "generate", "--seed", SEED, "--payments", PAYMENTS, "--force", "--out"])
+                .arg(dir.join("million")),
+        )?;
     }
     let lines = count_lines(&log)?;
 
     let mut results = Vec::new();
-    let audit: Vec<Sample> = (0..runs).map(|_| measure(Command::new(&labs).args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
+    let audit: Vec<Sample> =
+        (0..runs).map(|_| measure(Command::new(&labs).args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
     let audit_median = median(audit.iter().map(|s| s.wall));
     let peak = audit.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
     results.push(serde_json::json!({
@@ -76,7 +81,8 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     ];
     for backend in ["local", "container"] {
         for args in live {
-            let samples: Result<Vec<Sample>> = (0..live_runs).map(|_| measure(Command::new(&labs).args(args).args(["--pg", backend]))).collect();
+            let samples: Result<Vec<Sample>> =
+                (0..live_runs).map(|_| measure(Command::new(&labs).args(args).args(["--pg", backend]))).collect();
             let name = format!("labs {} --pg {backend}", args.join(" "));
             results.push(match samples {
                 Ok(samples) => {
@@ -91,12 +97,16 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     // The reference store: one fresh server (local binaries: no container overhead in the
     // figures), every append shape and reader against its ceiling in the same run.
     println!("$ labs --pg local bench store --runs {runs} --json");
-    let store = Command::new(&labs).args(["--pg", "local", "bench", "store", "--json", "--runs"]).arg(runs.to_string()).output()?;
+    let store = Command::new(&labs)
+        .args(["--pg", "local", "bench", "store", "--json", "--runs"])
+        .arg(runs.to_string())
+        .output()?;
     if store.status.success() {
         let report: serde_json::Value = serde_json::from_slice(&store.stdout).context("labs bench store --json")?;
         for shape in report["shapes"].as_array().cloned().unwrap_or_default() {
             let mut row = shape.clone();
-            row["benchmark"] = format!("store: {} ({} writers)", shape["shape"].as_str().unwrap_or_default(), shape["writers"]).into();
+            row["benchmark"] =
+                format!("store: {} ({} writers)", shape["shape"].as_str().unwrap_or_default(), shape["writers"]).into();
             results.push(row);
         }
     } else {
@@ -122,10 +132,19 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
             };
             format!("{eps} events/s, {} B WAL/event{ratio}{target}", r["wal_bytes_per_event"])
         } else if let Some(lps) = r.get("lines_per_second") {
-            format!("{:.2} s, {} lines/s, peak {} MiB", r["median_seconds"].as_f64().unwrap_or(0.0), lps, r["peak_memory_mib"])
+            format!(
+                "{:.2} s, {} lines/s, peak {} MiB",
+                r["median_seconds"].as_f64().unwrap_or(0.0),
+                lps,
+                r["peak_memory_mib"]
+            )
         } else if let Some(met) = r["meets_target"].as_bool() {
             let target = r["target_seconds"].as_f64().unwrap_or(0.0);
-            format!("{:.2} s (target {target:.0} s: {})", r["median_seconds"].as_f64().unwrap_or(0.0), if met { "met" } else { "NOT met" })
+            format!(
+                "{:.2} s (target {target:.0} s: {})",
+                r["median_seconds"].as_f64().unwrap_or(0.0),
+                if met { "met" } else { "NOT met" }
+            )
         } else {
             format!("{:.2} s", r["median_seconds"].as_f64().unwrap_or(0.0))
         };

@@ -67,7 +67,10 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
     let book_dir = root.join("book");
     let src = book_dir.join("src");
     if !src.join("SUMMARY.md").is_file() {
-        bail!("{} is missing: the book's table of contents must exist before the book can be built", rel(root, &src.join("SUMMARY.md")));
+        bail!(
+            "{} is missing: the book's table of contents must exist before the book can be built",
+            rel(root, &src.join("SUMMARY.md"))
+        );
     }
     let missing = missing_includes(root, &src)?;
     if !missing.is_empty() {
@@ -85,15 +88,15 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
     // mdBook would also start an external `mdbook-admonish` process for a [preprocessor.admonish]
     // table (a warning when it is not installed, a second pass of another version when it is).
     // Load without the table, then hand it back for the in-process preprocessor to read.
-    let admonish = config
-        .get_mut("preprocessor")
-        .and_then(|p| p.as_table_mut())
-        .and_then(|p| p.remove("admonish"))
-        .context("book/book.toml has no [preprocessor.admonish] table; mdbook-admonish needs its assets_version there")?;
+    let admonish =
+        config.get_mut("preprocessor").and_then(|p| p.as_table_mut()).and_then(|p| p.remove("admonish")).context(
+            "book/book.toml has no [preprocessor.admonish] table; mdbook-admonish needs its assets_version there",
+        )?;
     // The title is course data: one place to change it.
     config.book.title = Some(course.course.title.clone());
     config.build.build_dir = out.to_path_buf();
-    let mut book = MDBook::load_with_config(&book_dir, config).context("could not load the book (book/src/SUMMARY.md and its chapters)")?;
+    let mut book = MDBook::load_with_config(&book_dir, config)
+        .context("could not load the book (book/src/SUMMARY.md and its chapters)")?;
     book.config.set("preprocessor.admonish", admonish)?;
     let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
     let cohort = crate::load_cohort(root, &course)?;
@@ -156,7 +159,10 @@ impl Preprocessor for CoursePreprocessor {
                     Some(relative_link(dir, chapter))
                 });
                 let header = run_sheet::cohort_line(&self.course, &self.cohort);
-                ch.content = ch.content.replace(RUN_SHEET_DIRECTIVE, &format!("{header}\n\n{table}\n{}", run_sheet::timer(&self.course, &self.cohort)));
+                ch.content = ch.content.replace(
+                    RUN_SHEET_DIRECTIVE,
+                    &format!("{header}\n\n{table}\n{}", run_sheet::timer(&self.course, &self.cohort)),
+                );
             }
             if ch.content.contains(COHORT_DIRECTIVE) {
                 ch.content = ch.content.replace(COHORT_DIRECTIVE, &run_sheet::cohort_line(&self.course, &self.cohort));
@@ -223,7 +229,8 @@ fn remove_solution_pages(items: &mut Vec<BookItem>) -> HashSet<PathBuf> {
     let mut removed = HashSet::new();
     items.retain(|item| match item {
         BookItem::Chapter(ch) => {
-            let is_solution = ch.source_path.as_ref().is_some_and(|p| p.file_name().is_some_and(|n| n == "solution.md"));
+            let is_solution =
+                ch.source_path.as_ref().is_some_and(|p| p.file_name().is_some_and(|n| n == "solution.md"));
             if is_solution {
                 removed.extend(ch.path.iter().chain(ch.source_path.iter()).cloned());
             }
@@ -276,7 +283,13 @@ pub fn missing_includes(root: &Path, src: &Path) -> Result<Vec<String>> {
         for include in markdown::includes(&text) {
             let file = dir.join(include.path());
             if !file.is_file() {
-                missing.push(format!("{}:{}: {}: no file {}", rel(root, &page), include.line, include.text, include.path()));
+                missing.push(format!(
+                    "{}:{}: {}: no file {}",
+                    rel(root, &page),
+                    include.line,
+                    include.text,
+                    include.path()
+                ));
             } else if let Some(problem) = snapshot_header_problem(&file, &include.target) {
                 missing.push(format!("{}:{}: {}: {problem}", rel(root, &page), include.line, include.text));
             }
@@ -330,7 +343,9 @@ fn check_output(out: &Path) -> Result<Vec<String>> {
     // Browsers refuse fetch() on file://; mdBook 0.4.52 loads the index as a <script>. Guard upgrades.
     let searcher = std::fs::read_to_string(out.join("searcher.js")).unwrap_or_default();
     if !out.join("searchindex.js").is_file() || searcher.contains("fetch(") || !searcher.contains("searchindex.js") {
-        problems.push("search: searchindex.js is missing or not loaded as a script; search would not work from file://".into());
+        problems.push(
+            "search: searchindex.js is missing or not loaded as a script; search would not work from file://".into(),
+        );
     }
     Ok(problems)
 }
@@ -352,7 +367,8 @@ fn ensure_admonish_css(book_dir: &Path) -> Result<()> {
     if !output.status.success() {
         bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context("cargo metadata printed something that is not JSON")?;
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("cargo metadata printed something that is not JSON")?;
     let package = metadata["packages"]
         .as_array()
         .and_then(|packages| packages.iter().find(|p| p["name"] == "mdbook-admonish"))
@@ -366,9 +382,11 @@ fn ensure_admonish_css(book_dir: &Path) -> Result<()> {
     }
     let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap_or_default());
     let css_path = manifest.parent().unwrap_or(Path::new("")).join("src/bin/assets/mdbook-admonish.css");
-    let css = std::fs::read_to_string(&css_path).with_context(|| format!("could not read mdbook-admonish's CSS at {}", css_path.display()))?;
+    let css = std::fs::read_to_string(&css_path)
+        .with_context(|| format!("could not read mdbook-admonish's CSS at {}", css_path.display()))?;
     std::fs::create_dir_all(target.parent().unwrap())?;
-    std::fs::write(&target, format!("{stamp}{css}")).with_context(|| format!("could not write {}", target.display()))?;
+    std::fs::write(&target, format!("{stamp}{css}"))
+        .with_context(|| format!("could not write {}", target.display()))?;
     Ok(())
 }
 
@@ -413,7 +431,11 @@ mod tests {
         assert_eq!(snapshot_header_problem(&snap, "labs__run.snap:5:"), None);
         let problem = snapshot_header_problem(&snap, "labs__run.snap:4:").expect("line 4 is the header's end");
         assert!(problem.contains("starts at line 5, not 4"), "{problem}");
-        assert_eq!(snapshot_header_problem(&dir.join("notes.txt"), "notes.txt:4:"), None, "only .snap files have the header");
+        assert_eq!(
+            snapshot_header_problem(&dir.join("notes.txt"), "notes.txt:4:"),
+            None,
+            "only .snap files have the header"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
     use super::*;
@@ -452,7 +474,10 @@ mod tests {
         build(&root, Edition::Full, &out).unwrap();
         assert!(!out.join("01-log-sleuth/index.html").exists(), "the skipped chapter was built");
         let intro = std::fs::read_to_string(out.join("introduction.html")).unwrap();
-        assert!(intro.contains("the first lab") && !intro.contains("01-log-sleuth/index.html"), "a link to the skipped chapter survived");
+        assert!(
+            intro.contains("the first lab") && !intro.contains("01-log-sleuth/index.html"),
+            "a link to the skipped chapter survived"
+        );
         let sheet = std::fs::read_to_string(out.join("run-sheet.html")).unwrap();
         assert!(sheet.contains("Open lab time (Activity 1:") && sheet.contains("Scratch cohort"), "{sheet}");
         let _ = std::fs::remove_dir_all(&root);
@@ -478,13 +503,21 @@ mod tests {
         let mut summary = String::from("# Summary\n\n[Introduction](introduction.md)\n\n- [Run sheet](run-sheet.md)\n");
         for a in &course.activities {
             if a.number == 1 {
-                summary.push_str(&format!("- [{}]({}/README.md)\n  - [Solution]({}/solution.md)\n", a.title, a.folder(), a.folder()));
+                summary.push_str(&format!(
+                    "- [{}]({}/README.md)\n  - [Solution]({}/solution.md)\n",
+                    a.title,
+                    a.folder(),
+                    a.folder()
+                ));
             } else {
                 summary.push_str(&format!("- [{}]()\n", a.title));
             }
         }
         write("book/src/SUMMARY.md", &summary);
-        write("book/src/introduction.md", "# Introduction\n\nStart with [the first lab](01-log-sleuth/README.md#the-lab).\n");
+        write(
+            "book/src/introduction.md",
+            "# Introduction\n\nStart with [the first lab](01-log-sleuth/README.md#the-lab).\n",
+        );
         write("book/src/run-sheet.md", "# Run sheet\n\n{{#run-sheet}}\n");
         write("fixtures/01-log-sleuth/output.txt", "first line not shown\nline 2 of the saved output\n");
         write(
@@ -508,12 +541,24 @@ mod tests {
 
         let chapter = read(full.join("01-log-sleuth/index.html"));
         assert!(chapter.contains("Ask: who has lost an event?") && chapter.contains("facilitator"));
-        assert!(chapter.contains("line 2 of the saved output") && !chapter.contains("first line not shown"), "the include ran with its range");
+        assert!(
+            chapter.contains("line 2 of the saved output") && !chapter.contains("first line not shown"),
+            "the include ran with its range"
+        );
         assert!(full.join("01-log-sleuth/solution.html").is_file());
         let sheet = read(full.join("run-sheet.html"));
-        assert!(sheet.contains(r#"<a href="01-log-sleuth/index.html">Activity 1: "#), "run sheet links the ready chapter");
-        assert!(sheet.contains(r#"<div id="segment-timer""#) && sheet.contains("timer.js"), "the run sheet has its timer");
-        assert!(read(full.join("introduction.html")).contains(r#"href="01-log-sleuth/index.html#the-lab""#), "README links retargeted");
+        assert!(
+            sheet.contains(r#"<a href="01-log-sleuth/index.html">Activity 1: "#),
+            "run sheet links the ready chapter"
+        );
+        assert!(
+            sheet.contains(r#"<div id="segment-timer""#) && sheet.contains("timer.js"),
+            "the run sheet has its timer"
+        );
+        assert!(
+            read(full.join("introduction.html")).contains(r#"href="01-log-sleuth/index.html#the-lab""#),
+            "README links retargeted"
+        );
 
         let chapter = read(attendee.join("01-log-sleuth/index.html"));
         assert!(!chapter.contains("Ask: who") && !chapter.contains("facilitator"));
@@ -532,7 +577,11 @@ mod tests {
         std::fs::remove_file(root.join("fixtures/01-log-sleuth/output.txt")).unwrap();
         let err = build(&root, Edition::Full, &root.join("out")).unwrap_err().to_string();
         std::fs::remove_dir_all(&root).unwrap();
-        assert!(err.contains("book/src/01-log-sleuth/README.md:14: {{#include ../../../fixtures/01-log-sleuth/output.txt:2:}}"), "{err}");
+        assert!(
+            err.contains(
+                "book/src/01-log-sleuth/README.md:14: {{#include ../../../fixtures/01-log-sleuth/output.txt:2:}}"
+            ),
+            "{err}"
+        );
     }
 }
-

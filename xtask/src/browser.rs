@@ -46,7 +46,11 @@ fn headless(chromium: &Path) -> Command {
 
 /// Console messages chromium logged for a page: `CONSOLE` lines on stderr.
 fn console_lines(stderr: &str) -> Vec<String> {
-    stderr.lines().filter(|l| l.contains(":CONSOLE")).map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_string()).collect()
+    stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(|l| l.split_once("] ").map_or(l, |(_, m)| m).to_string())
+        .collect()
 }
 
 /// Opens every page of the built book at `out`; returns what is wrong, page by page.
@@ -79,7 +83,8 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
         }
         let is_chapter = name.ends_with("/index.html") && name.chars().next().is_some_and(|c| c.is_ascii_digit());
         if is_chapter && !dom.contains("class=\"admonition") {
-            problems.push(format!("{name}: no rendered admonition (mdbook-admonish did not run, or its CSS is missing)"));
+            problems
+                .push(format!("{name}: no rendered admonition (mdbook-admonish did not run, or its CSS is missing)"));
         }
         if name == "run-sheet.html" {
             match dom.split("class=\"timer-display\">").nth(1).and_then(|rest| rest.split('<').next()) {
@@ -139,7 +144,11 @@ impl Paper {
 pub fn print_pdf(chromium: &Path, page: &Path, paper: Paper, pdf: &Path) -> Result<usize> {
     let html = std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
     let style = format!("<style>@page {{ size: {}; margin: 12mm; }}</style></head>", paper.css());
-    let copy = page.with_file_name(format!(".print-{}-{}", paper.name(), page.file_name().and_then(|n| n.to_str()).unwrap_or("page.html")));
+    let copy = page.with_file_name(format!(
+        ".print-{}-{}",
+        paper.name(),
+        page.file_name().and_then(|n| n.to_str()).unwrap_or("page.html")
+    ));
     std::fs::write(&copy, html.replacen("</head>", &style, 1))?;
     let profile = tempfile::tempdir()?;
     let _ = std::fs::remove_file(pdf);
@@ -161,10 +170,12 @@ pub fn print_pdf(chromium: &Path, page: &Path, paper: Paper, pdf: &Path) -> Resu
 /// Counts the page objects of a PDF (`/Type /Page`, not `/Pages`).
 fn pdf_pages(bytes: &[u8]) -> usize {
     let text = String::from_utf8_lossy(bytes);
-    text.match_indices("/Type").filter(|(i, _)| {
-        let rest = text[i + 5..].trim_start();
-        rest.starts_with("/Page") && !rest.starts_with("/Pages")
-    }).count()
+    text.match_indices("/Type")
+        .filter(|(i, _)| {
+            let rest = text[i + 5..].trim_start();
+            rest.starts_with("/Page") && !rest.starts_with("/Pages")
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -179,11 +190,25 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("index.html"), "<html><body><p>ok</p><script>definitelyNotDefined()</script></body></html>").unwrap();
-        std::fs::write(dir.path().join("run-sheet.html"), "<html><body><span class=\"timer-display\">--:--</span></body></html>").unwrap();
+        std::fs::write(
+            dir.path().join("index.html"),
+            "<html><body><p>ok</p><script>definitelyNotDefined()</script></body></html>",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("run-sheet.html"),
+            "<html><body><span class=\"timer-display\">--:--</span></body></html>",
+        )
+        .unwrap();
         let problems = check(dir.path(), &chromium).unwrap();
-        assert!(problems.iter().any(|p| p.starts_with("index.html: console:") && p.contains("definitelyNotDefined")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.starts_with("run-sheet.html: the segment timer did not run")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("index.html: console:") && p.contains("definitelyNotDefined")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("run-sheet.html: the segment timer did not run")),
+            "{problems:?}"
+        );
         assert_eq!(problems.iter().filter(|p| p.ends_with(": missing")).count(), PRINTABLE.len(), "{problems:?}");
     }
 
@@ -191,6 +216,9 @@ mod tests {
     fn console_lines_are_the_messages_chromium_logged() {
         let stderr = "[1127/052301.123:INFO:CONSOLE(12)] \"Uncaught ReferenceError: x is not defined\", source: file:///b/t.js (12)\n\
                       [1127/052301.200:WARNING:sandbox] something else\n";
-        assert_eq!(console_lines(stderr), vec!["\"Uncaught ReferenceError: x is not defined\", source: file:///b/t.js (12)"]);
+        assert_eq!(
+            console_lines(stderr),
+            vec!["\"Uncaught ReferenceError: x is not defined\", source: file:///b/t.js (12)"]
+        );
     }
 }

@@ -79,16 +79,28 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
     let mut course: Option<Course> = None;
     report.step("course.toml validates", || {
         let loaded = load_course(root)?;
-        println!("{} activities, {} run sheet segments, {} minutes", loaded.activities.len(), loaded.segments.len(), loaded.course.session_minutes);
+        println!(
+            "{} activities, {} run sheet segments, {} minutes",
+            loaded.activities.len(),
+            loaded.segments.len(),
+            loaded.course.session_minutes
+        );
         course = Some(loaded);
         Ok(Outcome::Passed)
     });
     if let Some(course) = &course {
         report.step("cohort.toml validates (variant, date, poll myths, skipped activities)", || {
             let cohort = crate::load_cohort(root, course)?;
-            let variants: Vec<String> =
-                std::iter::once(format!("core {} min", course.course.session_minutes)).chain(course.variants.iter().map(|v| format!("{} {} min", v.id, v.session_minutes))).collect();
-            println!("{}, {}: variant {}; every variant adds up ({})", cohort.title, cohort.date, cohort.variant, variants.join(", "));
+            let variants: Vec<String> = std::iter::once(format!("core {} min", course.course.session_minutes))
+                .chain(course.variants.iter().map(|v| format!("{} {} min", v.id, v.session_minutes)))
+                .collect();
+            println!(
+                "{}, {}: variant {}; every variant adds up ({})",
+                cohort.title,
+                cohort.date,
+                cohort.variant,
+                variants.join(", ")
+            );
             Ok(Outcome::Passed)
         });
     }
@@ -128,7 +140,9 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
             for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
                 let path = format!("book/src/{}/README.md", activity.folder());
                 let text = std::fs::read_to_string(root.join(&path)).with_context(|| format!("reading {path}"))?;
-                problems.extend(crate::style::chapter_problems(&text, activity.minutes).into_iter().map(|p| format!("{path}: {p}")));
+                problems.extend(
+                    crate::style::chapter_problems(&text, activity.minutes).into_iter().map(|p| format!("{path}: {p}")),
+                );
             }
             if !problems.is_empty() {
                 bail!("{} missing or misplaced part(s):\n  {}", problems.len(), problems.join("\n  "));
@@ -166,7 +180,9 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         }
         // CI installs chromium (.ci/run); elsewhere the step says how to get it.
         (true, None) if std::env::var_os("CI").is_some() => {
-            report.step(browser_step, || bail!("chromium is not installed: .ci/run installs Debian's `chromium` package"));
+            report.step(browser_step, || {
+                bail!("chromium is not installed: .ci/run installs Debian's `chromium` package")
+            });
         }
         (true, None) => report.skip(browser_step, "no chromium on PATH (apt-get install chromium)"),
     }
@@ -195,7 +211,9 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
 
     if let Some(course) = &course {
         for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
-            report.step(format!("exercise {}: unsolved fails, solution passes", activity.id), || exercise(root, &activity.id, backend));
+            report.step(format!("exercise {}: unsolved fails, solution passes", activity.id), || {
+                exercise(root, &activity.id, backend)
+            });
         }
         if let Some(first) = course.activities.first() {
             report.step(format!("lab {} runs on local PostgreSQL binaries", first.id), || local_lab(root, first));
@@ -265,7 +283,11 @@ fn exercise(root: &Path, id: &str, backend: Backend) -> Result<Outcome> {
     let solved = command_output(labs_command(root).args(["check", id, "--solution", "--pg", &backend]))?;
     let text = combined(&solved);
     if !solved.status.success() {
-        bail!("`labs check {id} --solution` failed ({}): the reference solution must pass its own check\n{}", solved.status, indent(&text));
+        bail!(
+            "`labs check {id} --solution` failed ({}): the reference solution must pass its own check\n{}",
+            solved.status,
+            indent(&text)
+        );
     }
     println!("the reference solution passes:\n{}", indent(&tail(&text, 4)));
     Ok(Outcome::Passed)
@@ -317,7 +339,10 @@ fn summary_problems(summary: &str, course: &Course, exists: &dyn Fn(&Path) -> bo
         };
         if let Some((before, before_id)) = previous {
             if index < before {
-                problems.push(format!("'{}' comes before '{before_id}', but course.toml has it after; reorder to match course.toml", activity.id));
+                problems.push(format!(
+                    "'{}' comes before '{before_id}', but course.toml has it after; reorder to match course.toml",
+                    activity.id
+                ));
             }
         }
         previous = Some((index, &activity.id));
@@ -355,7 +380,12 @@ mod tests {
         let mut s = String::from("# Summary\n\n[Introduction](introduction.md)\n\n- [Run sheet](run-sheet.md)\n");
         for a in &course.activities {
             match a.status {
-                Status::Ready => s.push_str(&format!("- [{}]({}/README.md)\n  - [Solution]({}/solution.md)\n", a.title, a.folder(), a.folder())),
+                Status::Ready => s.push_str(&format!(
+                    "- [{}]({}/README.md)\n  - [Solution]({}/solution.md)\n",
+                    a.title,
+                    a.folder(),
+                    a.folder()
+                )),
                 Status::Draft => s.push_str(&format!("- [{}]()\n", a.title)),
             }
         }
@@ -374,7 +404,8 @@ mod tests {
         let [first, second, third, ..] = &course.activities[..] else { panic!() };
         let good = good_summary(&course);
         let missing = good.replace(&format!("- [{}]()\n", second.title), "");
-        assert!(summary_problems(&missing, &course, &|_| true)[0].contains(&format!("'{}' is missing; add `- [{}]()`", second.title, second.title)));
+        assert!(summary_problems(&missing, &course, &|_| true)[0]
+            .contains(&format!("'{}' is missing; add `- [{}]()`", second.title, second.title)));
 
         let line2 = format!("- [{}]()\n", second.title);
         let line3 = format!("- [{}]()\n", third.title);

@@ -42,7 +42,9 @@ pub fn urls(markdown: &str) -> Vec<String> {
             if !is_target {
                 continue;
             }
-            let end = candidate.find(|c: char| c.is_whitespace() || c == ')' || c == '>' || c == '"').unwrap_or(candidate.len());
+            let end = candidate
+                .find(|c: char| c.is_whitespace() || c == ')' || c == '>' || c == '"')
+                .unwrap_or(candidate.len());
             out.push(candidate[..end].to_string());
         }
     }
@@ -56,7 +58,8 @@ pub fn collect(root: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
     for entry in WalkDir::new(&src).sort_by_file_name() {
         let entry = entry?;
         if entry.path().extension().is_some_and(|e| e == "md") {
-            let text = std::fs::read_to_string(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
+            let text =
+                std::fs::read_to_string(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
             let page = entry.path().strip_prefix(&src)?.display().to_string();
             for url in urls(&text) {
                 found.entry(url).or_default().insert(page.clone());
@@ -86,7 +89,8 @@ pub fn check_recorded(root: &Path) -> Result<usize> {
     let found = collect(root)?;
     let recorded = std::fs::read_to_string(root.join(RECORD)).unwrap_or_default();
     if recorded != render(&found) {
-        let listed: BTreeSet<&str> = recorded.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().next()).collect();
+        let listed: BTreeSet<&str> =
+            recorded.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().next()).collect();
         let new: Vec<&String> = found.keys().filter(|u| !listed.contains(u.as_str())).collect();
         let gone: Vec<&&str> = listed.iter().filter(|u| !found.contains_key(**u)).collect();
         bail!(
@@ -111,18 +115,40 @@ pub fn check_online(root: &Path) -> Result<()> {
     let mut failed = Vec::new();
     for (i, url) in found.keys().enumerate() {
         let out = Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-L", "--max-time", "20", "-A", "Mozilla/5.0 (workshop link check)", "-w", "%{http_code}", url])
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-L",
+                "--max-time",
+                "20",
+                "-A",
+                "Mozilla/5.0 (workshop link check)",
+                "-w",
+                "%{http_code}",
+                url,
+            ])
             .output()
             .context("running curl (needed for the online link check)")?;
         let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let ok = out.status.success() && code.starts_with(['2', '3']);
-        println!("[{}/{}] {} {url}", i + 1, found.len(), if ok { code.clone() } else { format!("FAIL {code} {}", String::from_utf8_lossy(&out.stderr).trim()) });
+        println!(
+            "[{}/{}] {} {url}",
+            i + 1,
+            found.len(),
+            if ok { code.clone() } else { format!("FAIL {code} {}", String::from_utf8_lossy(&out.stderr).trim()) }
+        );
         if !ok {
             failed.push(url.clone());
         }
     }
     if !failed.is_empty() {
-        bail!("{} of {} external links did not answer with 2xx or 3xx:\n  {}", failed.len(), found.len(), failed.join("\n  "));
+        bail!(
+            "{} of {} external links did not answer with 2xx or 3xx:\n  {}",
+            failed.len(),
+            found.len(),
+            failed.join("\n  ")
+        );
     }
     println!("all {} external links answer", found.len());
     Ok(())

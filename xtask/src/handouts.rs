@@ -147,7 +147,8 @@ impl Bundle {
             if !entry.file_type().is_file() || !keep(relative) {
                 continue;
             }
-            let bytes = std::fs::read(entry.path()).with_context(|| format!("could not read {}", entry.path().display()))?;
+            let bytes =
+                std::fs::read(entry.path()).with_context(|| format!("could not read {}", entry.path().display()))?;
             let name = relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             self.add(&format!("{prefix}/{name}"), &bytes)?;
         }
@@ -162,7 +163,8 @@ impl Bundle {
 
 /// Reads a finished attendee zip back and lists what must not be in it.
 fn facilitator_material_in(zip: &Path) -> Result<Vec<String>> {
-    let mut archive = ZipArchive::new(File::open(zip)?).with_context(|| format!("could not read back {}", zip.display()))?;
+    let mut archive =
+        ZipArchive::new(File::open(zip)?).with_context(|| format!("could not read back {}", zip.display()))?;
     let mut problems = Vec::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i)?;
@@ -190,7 +192,9 @@ fn facilitator_traces(name: &str, content: &str) -> Vec<String> {
         traces.push(format!("{name}: contains admonish-facilitator"));
     }
     if name.ends_with(".html") {
-        let rendered = links::attribute_values(content, "class").into_iter().any(|c| c.split_whitespace().any(|c| c == "facilitator"));
+        let rendered = links::attribute_values(content, "class")
+            .into_iter()
+            .any(|c| c.split_whitespace().any(|c| c == "facilitator"));
         if rendered {
             traces.push(format!("{name}: an element with the facilitator class (a rendered facilitator note)"));
         }
@@ -249,7 +253,13 @@ fn how_to_run(course: &Course) -> String {
             Status::Ready => format!("`cargo labs run {}`", a.id),
             Status::Draft => "in preparation".to_string(),
         };
-        text.push_str(&format!("| {} | {} | {} | {} | {command} |\n", a.number, a.title.replace('|', "\\|"), a.minutes, a.lab.replace('|', "\\|")));
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {command} |\n",
+            a.number,
+            a.title.replace('|', "\\|"),
+            a.minutes,
+            a.lab.replace('|', "\\|")
+        ));
     }
     text
 }

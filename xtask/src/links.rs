@@ -38,7 +38,12 @@ pub fn attribute_values(html: &str, name: &str) -> Vec<String> {
 }
 
 fn decode_entities(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&#39;", "'").replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 pub fn percent_decode(s: &str) -> String {
@@ -71,7 +76,8 @@ pub enum Target {
 /// Resolves `url` found on `page` (both relative to the output root).
 pub fn resolve(page: &Path, url: &str) -> Result<Target, String> {
     let has_scheme = url.find(':').is_some_and(|i| {
-        url[..i].chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) && url[..i].starts_with(|c: char| c.is_ascii_alphabetic())
+        url[..i].chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && url[..i].starts_with(|c: char| c.is_ascii_alphabetic())
     });
     if has_scheme || url.starts_with("//") {
         return Ok(Target::External);
@@ -89,7 +95,9 @@ pub fn resolve(page: &Path, url: &str) -> Result<Target, String> {
         return Err("a root-absolute link: it breaks under file:// and below a site prefix; make it relative".into());
     }
     if url.ends_with('/') {
-        return Err("a link to a directory: under file:// the browser shows a file listing; link to its index.html".into());
+        return Err(
+            "a link to a directory: under file:// the browser shows a file listing; link to its index.html".into()
+        );
     }
     let mut path = PathBuf::new();
     for component in page.parent().unwrap_or(Path::new("")).join(percent_decode(url)).components() {
@@ -120,7 +128,8 @@ pub fn check(out: &Path) -> Result<Vec<String>> {
     let mut anchors_of: HashMap<PathBuf, HashSet<String>> = HashMap::new();
     let mut problems = Vec::new();
     for page in &pages {
-        let html = std::fs::read_to_string(out.join(page)).with_context(|| format!("could not read {}", page.display()))?;
+        let html =
+            std::fs::read_to_string(out.join(page)).with_context(|| format!("could not read {}", page.display()))?;
         anchors_of.entry(page.clone()).or_insert_with(|| anchors(&html));
         for url in references(&html) {
             let broken = match resolve(page, &url) {
@@ -183,7 +192,11 @@ mod tests {
     fn broken_files_and_fragments_are_reported() {
         let dir = std::env::temp_dir().join(format!("xtask-links-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("a")).unwrap();
-        std::fs::write(dir.join("index.html"), r##"<a href="a/page.html#there">ok</a> <a href="a/page.html#gone">x</a> <a href="missing.html">y</a>"##).unwrap();
+        std::fs::write(
+            dir.join("index.html"),
+            r##"<a href="a/page.html#there">ok</a> <a href="a/page.html#gone">x</a> <a href="missing.html">y</a>"##,
+        )
+        .unwrap();
         std::fs::write(dir.join("a/page.html"), r##"<h1 id="there">T</h1><a href="../index.html">up</a>"##).unwrap();
         let problems = check(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -143,12 +143,16 @@ pub fn load_course(root: &Path) -> Result<Course> {
 pub fn load_cohort(root: &Path, course: &Course) -> Result<labs::course::Cohort> {
     let path = root.join("cohort.toml");
     let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-    let cohort = labs::course::Cohort::parse(&text, course).map_err(|e| anyhow::anyhow!("{e}\nFix cohort.toml, then rerun."))?;
+    let cohort =
+        labs::course::Cohort::parse(&text, course).map_err(|e| anyhow::anyhow!("{e}\nFix cohort.toml, then rerun."))?;
     let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
     let unknown: Vec<&String> = cohort.poll.iter().filter(|id| bank.get(id).is_none()).collect();
     if !unknown.is_empty() {
         let ids: Vec<&str> = bank.myth.iter().map(|m| m.id.as_str()).collect();
-        bail!("cohort.toml: poll names unknown myth(s) {unknown:?}; the myths are: {}\nFix cohort.toml, then rerun.", ids.join(", "));
+        bail!(
+            "cohort.toml: poll names unknown myth(s) {unknown:?}; the myths are: {}\nFix cohort.toml, then rerun.",
+            ids.join(", ")
+        );
     }
     Ok(cohort)
 }
@@ -163,8 +167,14 @@ pub fn cargo(root: &Path) -> Command {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let set_by_cargo_run = name.starts_with("CARGO_PKG_")
-            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"]
-                .contains(&name.as_ref());
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&name.as_ref());
         if set_by_cargo_run {
             cmd.env_remove(name.as_ref());
         }
@@ -202,10 +212,8 @@ pub fn describe(cmd: &Command) -> String {
             s.into_owned()
         }
     };
-    let mut parts: Vec<String> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), quote(v))))
-        .collect();
+    let mut parts: Vec<String> =
+        cmd.get_envs().filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), quote(v)))).collect();
     let program = Path::new(cmd.get_program());
     // `cargo` rather than the absolute path cargo gave us in $CARGO.
     parts.push(match program.file_stem() {

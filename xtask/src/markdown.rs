@@ -219,7 +219,11 @@ pub fn expand_includes(body: &str, read: impl Fn(&str) -> Result<String, String>
             let start = lines.iter().position(|l| anchor_name(l, "ANCHOR:") == Some(anchor));
             let end = lines.iter().position(|l| anchor_name(l, "ANCHOR_END:") == Some(anchor));
             let (Some(start), Some(end)) = (start, end) else {
-                return Err(format!("`{}`: no `ANCHOR: {anchor}` ... `ANCHOR_END: {anchor}` in {}", include.text, include.path()));
+                return Err(format!(
+                    "`{}`: no `ANCHOR: {anchor}` ... `ANCHOR_END: {anchor}` in {}",
+                    include.text,
+                    include.path()
+                ));
             };
             let selected: Vec<&str> = lines[start + 1..end.max(start + 1)]
                 .iter()
@@ -232,7 +236,9 @@ pub fn expand_includes(body: &str, read: impl Fn(&str) -> Result<String, String>
         let number = |p: Option<&str>| -> Result<Option<usize>, String> {
             match p.map(str::trim).filter(|p| !p.is_empty()) {
                 None => Ok(None),
-                Some(p) => p.parse::<usize>().map(Some).map_err(|_| format!("`{}`: `{p}` is not a line number", include.text)),
+                Some(p) => {
+                    p.parse::<usize>().map(Some).map_err(|_| format!("`{}`: `{p}` is not a line number", include.text))
+                }
             }
         };
         let (start, end) = match (first, parts.next()) {
@@ -305,7 +311,8 @@ Done.
 
     #[test]
     fn links_to_removed_pages_become_plain_text() {
-        let edited = edit_links(PAGE, |dest| if dest.starts_with("solution.md") { LinkEdit::Unlink } else { LinkEdit::Keep });
+        let edited =
+            edit_links(PAGE, |dest| if dest.starts_with("solution.md") { LinkEdit::Unlink } else { LinkEdit::Keep });
         assert!(edited.contains("Intro with a solution and [setup](../setup.md)."), "{edited}");
     }
 
@@ -325,7 +332,10 @@ Done.
                   ````admonish example title=\"Demo\"\nRun:\n\n```sql\nSELECT 2;\n```\n````\n\n```bash\necho\n```\n";
         let blocks = sql_blocks(md);
         assert_eq!(md.lines().nth(17), Some("```sql"));
-        assert_eq!(blocks, vec![SqlBlock { line: 3, body: "SELECT 1;\n".into() }, SqlBlock { line: 18, body: "SELECT 2;\n".into() }]);
+        assert_eq!(
+            blocks,
+            vec![SqlBlock { line: 3, body: "SELECT 1;\n".into() }, SqlBlock { line: 18, body: "SELECT 2;\n".into() }]
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub fn run(root: &Path, image_from_debian: bool) -> Result<()> {
     };
 
     if image_from_debian {
-        run_command(std::process::Command::new(root.join(".ci/postgres-image/build.sh")).arg(DEBIAN_IMAGE).current_dir(root))?;
+        run_command(
+            std::process::Command::new(root.join(".ci/postgres-image/build.sh")).arg(DEBIAN_IMAGE).current_dir(root),
+        )?;
         println!("postgres: {DEBIAN_IMAGE} is ready. Use it with: export LABS_PG_IMAGE={DEBIAN_IMAGE}");
         return Ok(());
     }

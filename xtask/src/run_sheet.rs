@@ -45,11 +45,25 @@ pub fn render(course: &Course, cohort: &Cohort, chapter_link: &dyn Fn(&Activity)
                     (None, Status::Ready) => (cell(&title), "see the chapter".to_string()),
                     (None, Status::Draft) => (format!("{} (draft)", cell(&title)), "chapter in draft".to_string()),
                 };
-                [segment_cell, format!("Lab: {}", cell(&activity.lab)), see.clone(), see.clone(), cell(&activity.materials), see]
+                [
+                    segment_cell,
+                    format!("Lab: {}", cell(&activity.lab)),
+                    see.clone(),
+                    see.clone(),
+                    cell(&activity.materials),
+                    see,
+                ]
             }
             None => {
                 let text = |field: &Option<String>| cell(field.as_deref().unwrap_or(""));
-                [cell(&title), text(&segment.facilitator), text(&segment.room), text(&segment.remote), text(&segment.materials), text(&segment.fallback)]
+                [
+                    cell(&title),
+                    text(&segment.facilitator),
+                    text(&segment.room),
+                    text(&segment.remote),
+                    text(&segment.materials),
+                    text(&segment.fallback),
+                ]
             }
         };
         out.push_str(&format!("| {} | {minutes} | {} |\n", clock(start), cells.join(" | ")));
@@ -62,12 +76,15 @@ pub fn render(course: &Course, cohort: &Cohort, chapter_link: &dyn Fn(&Activity)
 /// The segment timer under the table (book/theme/timer.js drives it): one option per segment,
 /// its value the segment's length in seconds, so the timer follows course.toml.
 pub fn timer(course: &Course, cohort: &Cohort) -> String {
-    let mut out = String::from(
-        "<div id=\"segment-timer\" aria-live=\"polite\">\n<select aria-label=\"Segment\">\n",
-    );
+    let mut out = String::from("<div id=\"segment-timer\" aria-live=\"polite\">\n<select aria-label=\"Segment\">\n");
     let mut start = 0;
     for (title, minutes, _, _) in course.run_sheet_for(cohort) {
-        out.push_str(&format!("<option value=\"{}\">{} {} ({minutes} min)</option>\n", minutes * 60, clock(start), html(&title)));
+        out.push_str(&format!(
+            "<option value=\"{}\">{} {} ({minutes} min)</option>\n",
+            minutes * 60,
+            clock(start),
+            html(&title)
+        ));
         start += minutes;
     }
     out.push_str(
@@ -140,7 +157,14 @@ mod tests {
         let timer = timer(&course, &cohort());
         assert_eq!(timer.matches("<option").count(), course.segments.len());
         let (title, minutes, _) = course.run_sheet().into_iter().next().unwrap();
-        assert!(timer.contains(&format!("<option value=\"{}\">00:00 {} ({minutes} min)</option>", minutes * 60, html(&title))), "{timer}");
+        assert!(
+            timer.contains(&format!(
+                "<option value=\"{}\">00:00 {} ({minutes} min)</option>",
+                minutes * 60,
+                html(&title)
+            )),
+            "{timer}"
+        );
         assert!(!timer.contains("\n\n"), "a blank line would end the HTML block in markdown");
     }
 

@@ -24,8 +24,9 @@ pub fn run(root: &Path, port: u16) -> Result<()> {
     let mut seen = fingerprint(&watched);
     rebuild(root, &out, "built");
 
-    let server = tiny_http::Server::http(("127.0.0.1", port))
-        .map_err(|e| anyhow!("could not listen on 127.0.0.1:{port} ({e}); is another server using it? Try --port {}", port + 1))?;
+    let server = tiny_http::Server::http(("127.0.0.1", port)).map_err(|e| {
+        anyhow!("could not listen on 127.0.0.1:{port} ({e}); is another server using it? Try --port {}", port + 1)
+    })?;
     let site = out.clone();
     std::thread::spawn(move || {
         for request in server.incoming_requests() {
@@ -78,7 +79,9 @@ fn respond(site: &Path, url: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8
     let found = local_path(site, url).and_then(|path| std::fs::read(&path).ok().map(|bytes| (path, bytes)));
     let (status, path, bytes) = match found {
         Some((path, bytes)) => (200, path, bytes),
-        None => (404, site.join("404.html"), std::fs::read(site.join("404.html")).unwrap_or_else(|_| b"not found".to_vec())),
+        None => {
+            (404, site.join("404.html"), std::fs::read(site.join("404.html")).unwrap_or_else(|_| b"not found".to_vec()))
+        }
     };
     let content_type = match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "html" => "text/html; charset=utf-8",

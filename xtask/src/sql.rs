@@ -25,7 +25,8 @@ pub fn run(root: &Path, backend: Backend) -> Result<()> {
         let dir = page.parent().unwrap_or(&src).to_path_buf();
         let mut blocks = Vec::new();
         for block in markdown::sql_blocks(&text) {
-            let read = |path: &str| std::fs::read_to_string(dir.join(path)).map_err(|e| format!("could not read {path}: {e}"));
+            let read =
+                |path: &str| std::fs::read_to_string(dir.join(path)).map_err(|e| format!("could not read {path}: {e}"));
             match markdown::expand_includes(&block.body, read) {
                 Ok(body) => blocks.push(SqlBlock { line: block.line, body }),
                 Err(e) => problems.push(format!("{}:{}: {e}", rel(root, &page), block.line)),
@@ -69,10 +70,14 @@ async fn run_chapters(root: &Path, server: &Server, chapters: &[(PathBuf, Vec<Sq
     for (i, (page, blocks)) in chapters.iter().enumerate() {
         let page_name = rel(root, page);
         let database = database_name(i, &page_name);
-        admin.batch_execute(&format!("CREATE DATABASE \"{database}\"")).await.with_context(|| format!("could not create database {database}"))?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{database}\""))
+            .await
+            .with_context(|| format!("could not create database {database}"))?;
         let mut config = server.config();
         config.dbname(&database).options(&format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
-        let (client, connection) = config.connect(NoTls).await.with_context(|| format!("could not connect to database {database}"))?;
+        let (client, connection) =
+            config.connect(NoTls).await.with_context(|| format!("could not connect to database {database}"))?;
         let connection = tokio::spawn(connection);
         let mut ran = 0;
         for block in blocks {

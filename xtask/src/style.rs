@@ -2,8 +2,15 @@
 //! that lists what a chapter lacks, so a new or forked activity cannot ship half-written.
 
 /// The chapter's sections (`## `), in order.
-pub const PARTS: [&str; 7] =
-    ["The hook", "Timing", "In the room and remote", "Steps for the facilitator", "The lab", "Reveal and debrief", "Sources"];
+pub const PARTS: [&str; 7] = [
+    "The hook",
+    "Timing",
+    "In the room and remote",
+    "Steps for the facilitator",
+    "The lab",
+    "Reveal and debrief",
+    "Sources",
+];
 
 /// The debrief's own parts (`### ` inside "Reveal and debrief"), in order.
 pub const DEBRIEF: [&str; 3] = ["The lesson", "The evidence", "What to change next sprint"];
@@ -31,7 +38,11 @@ pub fn chapter_problems(text: &str, minutes: u32) -> Vec<String> {
     let debrief_at = text.find("\n## Reveal and debrief");
     let after_debrief = debrief_at.map(|i| &text[i + 1..]).unwrap_or("");
     let debrief_end = after_debrief[3..].find("\n## ").map(|i| i + 3).unwrap_or(after_debrief.len());
-    let debrief: Vec<String> = after_debrief[..debrief_end].lines().filter_map(|l| l.strip_prefix("### ")).map(|h| h.trim().to_string()).collect();
+    let debrief: Vec<String> = after_debrief[..debrief_end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| h.trim().to_string())
+        .collect();
     if debrief_at.is_some() {
         check_order(&debrief, &DEBRIEF, "debrief part", &mut problems);
     }
@@ -84,13 +95,22 @@ mod tests {
 
     #[test]
     fn missing_and_misordered_parts_are_named() {
-        let text = chapter(&["The hook", "In the room and remote", "Timing", "The lab", "Reveal and debrief", "Sources"], &["The lesson"]);
+        let text = chapter(
+            &["The hook", "In the room and remote", "Timing", "The lab", "Reveal and debrief", "Sources"],
+            &["The lesson"],
+        );
         let problems = chapter_problems(&text, 15);
-        assert!(problems.iter().any(|p| p.starts_with("section `In the room and remote` is out of order")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("section `In the room and remote` is out of order")),
+            "{problems:?}"
+        );
         assert!(problems.contains(&"missing section `Steps for the facilitator`".to_string()), "{problems:?}");
         assert!(problems.contains(&"missing debrief part `The evidence`".to_string()), "{problems:?}");
         assert!(problems.contains(&"missing debrief part `What to change next sprint`".to_string()), "{problems:?}");
-        assert_eq!(chapter_problems(&chapter(&PARTS, &DEBRIEF), 10), vec!["no line `10 minutes (set in course.toml).` under the title (course.toml declares 10 minutes)"]);
+        assert_eq!(
+            chapter_problems(&chapter(&PARTS, &DEBRIEF), 10),
+            vec!["no line `10 minutes (set in course.toml).` under the title (course.toml declares 10 minutes)"]
+        );
     }
 
     #[test]

@@ -63,7 +63,12 @@ impl Audit {
             .map(|(k, n)| format!("{n} {k}"))
             .collect();
         let summary = if counts.is_empty() { "no anomalies".to_string() } else { counts.join(", ") };
-        out += &format!("{name}: {} lines, {} streams, {} findings ({summary})\n", self.lines, self.streams, self.findings.len());
+        out += &format!(
+            "{name}: {} lines, {} streams, {} findings ({summary})\n",
+            self.lines,
+            self.streams,
+            self.findings.len()
+        );
         out
     }
 }
@@ -185,10 +190,9 @@ pub fn audit_file(path: &Path, mut progress: impl FnMut(u64)) -> Result<Audit, A
         }
         let event: LogLine = serde_json::from_slice(text).map_err(|e| parse_error(path, line_no, &e))?;
         let invalid = |reason: String| AuditError::Invalid { file: path.to_path_buf(), line: line_no, reason };
-        let version = u32::try_from(event.version)
-            .ok()
-            .filter(|v| *v >= 1 && *v < DUPLICATE)
-            .ok_or_else(|| invalid(format!("version {} is out of range: stream versions are 1 to 2^31-1", event.version)))?;
+        let version = u32::try_from(event.version).ok().filter(|v| *v >= 1 && *v < DUPLICATE).ok_or_else(|| {
+            invalid(format!("version {} is out of range: stream versions are 1 to 2^31-1", event.version))
+        })?;
         let line = u32::try_from(line_no).map_err(|_| invalid("more than 4 billion lines".into()))?;
 
         if let Some(previous) = previous_position {
@@ -234,7 +238,11 @@ fn find_duplicates(records: &mut [Record], streams: &StreamNames, findings: &mut
         while j < records.len() && records[j].id == first.id {
             let r = &mut records[j];
             r.version |= DUPLICATE;
-            let kind = if r.content == first.content { FindingKind::DuplicateEvent } else { FindingKind::ConflictingDuplicate };
+            let kind = if r.content == first.content {
+                FindingKind::DuplicateEvent
+            } else {
+                FindingKind::ConflictingDuplicate
+            };
             let mut f = Finding::new(kind, r.line as u64, streams.name(r.stream), "");
             f.first_line = Some(first.line as u64);
             findings.push(f);
@@ -312,7 +320,8 @@ fn second_pass(path: &Path, findings: &mut [Finding]) -> Result<(), AuditError> 
             line_no += 1;
         }
         let event: LogLine = serde_json::from_slice(trim_line_end(&buf)).map_err(|e| parse_error(path, line_no, &e))?;
-        let data: serde_json::Value = serde_json::from_str(event.data.get()).map_err(|e| parse_error(path, line_no, &e))?;
+        let data: serde_json::Value =
+            serde_json::from_str(event.data.get()).map_err(|e| parse_error(path, line_no, &e))?;
         let mut h = std::hash::DefaultHasher::new();
         (&event.stream_id, event.version, &event.event_type).hash(&mut h);
         hash_json(&data, &mut h);

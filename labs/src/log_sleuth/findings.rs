@@ -111,7 +111,11 @@ impl Finding {
             ),
             FindingKind::VersionGap => {
                 let (from, to) = (self.missing_from.unwrap_or(0), self.missing_to.unwrap_or(0));
-                let missing = if from == to { format!("version {from} is missing") } else { format!("versions {from}-{to} are missing") };
+                let missing = if from == to {
+                    format!("version {from} is missing")
+                } else {
+                    format!("versions {from}-{to} are missing")
+                };
                 format!("{} skips: {missing} before event {short}", self.stream_id)
             }
             FindingKind::VersionConflict => format!(

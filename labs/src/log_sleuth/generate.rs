@@ -147,7 +147,8 @@ pub fn generate_sized(seed: u64, difficulty: Difficulty, payments: Option<usize>
                 findings.push(f);
             }
             Plant::Conflict { stream, version } => {
-                let mut lines = events.iter().enumerate().filter(|(_, e)| &e.stream_id == stream && e.version == *version);
+                let mut lines =
+                    events.iter().enumerate().filter(|(_, e)| &e.stream_id == stream && e.version == *version);
                 let (first, second) = (lines.next().expect("planted").0, lines.next().expect("planted").0);
                 let mut f = finding(second);
                 f.version = Some(*version);
@@ -175,12 +176,8 @@ pub fn generate_sized(seed: u64, difficulty: Difficulty, payments: Option<usize>
         )
         .expect("writing to a String cannot fail");
     }
-    let key = AnswerKey {
-        seed,
-        difficulty: format!("{difficulty:?}").to_lowercase(),
-        lines: events.len() as u64,
-        findings,
-    };
+    let key =
+        AnswerKey { seed, difficulty: format!("{difficulty:?}").to_lowercase(), lines: events.len() as u64, findings };
     Incident { jsonl, key }
 }
 
@@ -216,12 +213,25 @@ fn payment_traffic(rng: &mut Rng, payments: usize) -> Vec<Event> {
 /// Where an anomaly was planted, by ids rather than line numbers: later plants insert and
 /// remove lines, so lines are only known once every plant is in.
 enum Plant {
-    Copy { event_id: String },
-    Gap { stream: String, missing: u64 },
-    Conflict { stream: String, version: u64 },
-    Reorder { stream: String, version: u64 },
+    Copy {
+        event_id: String,
+    },
+    Gap {
+        stream: String,
+        missing: u64,
+    },
+    Conflict {
+        stream: String,
+        version: u64,
+    },
+    Reorder {
+        stream: String,
+        version: u64,
+    },
     /// Line `index` and the next swap positions; planted last, so `index` stays true.
-    Swap { index: usize },
+    Swap {
+        index: usize,
+    },
 }
 
 fn plant(rng: &mut Rng, events: &mut Vec<Event>, kind: FindingKind, used: &mut Vec<String>) -> Plant {

@@ -85,7 +85,11 @@ impl Reader {
         }
     }
 
-    pub async fn poll(self, client: &tokio_postgres::Client, after: &Checkpoint) -> Result<Vec<EventRow>, tokio_postgres::Error> {
+    pub async fn poll(
+        self,
+        client: &tokio_postgres::Client,
+        after: &Checkpoint,
+    ) -> Result<Vec<EventRow>, tokio_postgres::Error> {
         match self {
             Reader::Naive => naive_poll(client, after).await,
             Reader::Watermark => solution::poll(client, after).await,
@@ -96,7 +100,10 @@ impl Reader {
 
 /// The broken reader the lab demonstrates, kept here so `labs run` shows it whatever the
 /// attendee does to `exercise.rs`.
-async fn naive_poll(client: &tokio_postgres::Client, after: &Checkpoint) -> Result<Vec<EventRow>, tokio_postgres::Error> {
+async fn naive_poll(
+    client: &tokio_postgres::Client,
+    after: &Checkpoint,
+) -> Result<Vec<EventRow>, tokio_postgres::Error> {
     const SQL: &str = "SELECT position, transaction_id, event_id, stream_id, version, type
                          FROM events WHERE position > $1 ORDER BY position LIMIT 100";
     Ok(client.query(SQL, &[&after.position]).await?.iter().map(EventRow::from_row).collect())

@@ -120,7 +120,12 @@ pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabEr
     let writer_b = server.connect().await?;
     let mut consumers = Vec::new();
     for &reader in readers {
-        consumers.push(Consumer { reader, client: server.connect().await?, checkpoint: Checkpoint::default(), delivered: Vec::new() });
+        consumers.push(Consumer {
+            reader,
+            client: server.connect().await?,
+            checkpoint: Checkpoint::default(),
+            delivered: Vec::new(),
+        });
     }
     let mut timeline = Vec::new();
     let mut committed = Committed::new();
@@ -137,7 +142,13 @@ pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabEr
     // 2. Writer A opens a transaction and appends, then stalls before committing.
     writer_a.batch_execute("BEGIN").await.map_err(sql("writer A: BEGIN"))?;
     let p2 = append(&writer_a, 2, "payment-1002", 1, "PaymentAuthorized").await?;
-    writer(&mut timeline, "writer A", "begin; append payment-1002 v1 PaymentAuthorized".into(), vec![p2], "not committed yet: waiting on a fraud check");
+    writer(
+        &mut timeline,
+        "writer A",
+        "begin; append payment-1002 v1 PaymentAuthorized".into(),
+        vec![p2],
+        "not committed yet: waiting on a fraud check",
+    );
 
     // 3. Writer B appends after it, so takes a larger position, and commits first.
     let p3 = append(&writer_b, 3, "payment-1001", 2, "PaymentCaptured").await?;
@@ -173,7 +184,11 @@ async fn poll_all(consumers: &mut [Consumer], timeline: &mut Vec<Step>, committe
         let note = if !got.is_empty() || waiting.is_empty() {
             String::new()
         } else if waiting.iter().all(|p| *p < c.checkpoint.position) && c.reader != Reader::Watermark {
-            format!("position {} is behind its checkpoint ({}): skipped for good", join(&waiting), c.checkpoint.position)
+            format!(
+                "position {} is behind its checkpoint ({}): skipped for good",
+                join(&waiting),
+                c.checkpoint.position
+            )
         } else {
             format!("holds back position {}: an older transaction is still open", join(&waiting))
         };
@@ -222,12 +237,17 @@ impl LabReport {
         let _ = writeln!(out, "{:>4}  {:<10} {:<52} {:<10} {}", "step", "who", "what", "positions", "note");
         for s in &self.timeline {
             let positions = if s.positions.is_empty() { "-".to_string() } else { join(&s.positions) };
-            let _ = writeln!(out, "{:>4}  {:<10} {:<52} {:<10} {}", s.step, s.who, s.action, positions, s.note).map(|_| ());
+            let _ =
+                writeln!(out, "{:>4}  {:<10} {:<52} {:<10} {}", s.step, s.who, s.action, positions, s.note).map(|_| ());
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "committed: {}", join(&self.committed));
         for r in &self.readers {
-            let verdict = if r.missed_events == 0 { "missed none".to_string() } else { format!("MISSED {}", r.missed.join("; ")) };
+            let verdict = if r.missed_events == 0 {
+                "missed none".to_string()
+            } else {
+                format!("MISSED {}", r.missed.join("; "))
+            };
             let _ = writeln!(out, "{:<10} delivered {:<12} {}", r.name, join(&r.delivered), verdict);
         }
         // Trailing spaces from empty notes would make the snapshot fragile to editors.
@@ -260,7 +280,11 @@ pub async fn check(server: &Server, reader: Reader) -> Result<CheckReport, LabEr
     checks.push(CheckResult {
         name: "scripted out-of-order commit: no event missed".into(),
         passed: r.missed_events == 0,
-        detail: if r.missed.is_empty() { "all 4 events delivered".into() } else { format!("missed {}", r.missed.join("; ")) },
+        detail: if r.missed.is_empty() {
+            "all 4 events delivered".into()
+        } else {
+            format!("missed {}", r.missed.join("; "))
+        },
     });
     checks.push(CheckResult {
         name: "scripted out-of-order commit: no event delivered twice".into(),
@@ -300,7 +324,8 @@ async fn concurrent_writers(server: &Server, reader: Reader) -> Result<Vec<Check
             Ok::<(), tokio_postgres::Error>(())
         }));
     }
-    let mut consumer = Consumer { reader, client: server.connect().await?, checkpoint: Checkpoint::default(), delivered: Vec::new() };
+    let mut consumer =
+        Consumer { reader, client: server.connect().await?, checkpoint: Checkpoint::default(), delivered: Vec::new() };
     while tasks.iter().any(|t| !t.is_finished()) {
         consumer.poll_once().await?;
         tokio::time::sleep(Duration::from_micros(300)).await;

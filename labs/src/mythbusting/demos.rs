@@ -115,7 +115,9 @@ impl DemoReport {
 }
 
 /// A session whose server messages (warnings, notifications) arrive on a channel, in order.
-async fn session_with_messages(config: &tokio_postgres::Config) -> anyhow::Result<(Client, mpsc::UnboundedReceiver<AsyncMessage>)> {
+async fn session_with_messages(
+    config: &tokio_postgres::Config,
+) -> anyhow::Result<(Client, mpsc::UnboundedReceiver<AsyncMessage>)> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (send, receive) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -180,7 +182,10 @@ async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> anyhow:
         if state.as_deref() == Some("SyncRep") {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "the commit never started waiting for the standby");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "the commit never started waiting for the standby"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -190,7 +195,11 @@ async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> anyhow:
     let (result, waited, waiting) = insert.await?;
     r.step("inserted order 100 with the receiver paused: the commit waited; after a second the lab cancelled the wait (pg_cancel_backend)");
     r.measure("sync commit still waiting after 1 s", still_waiting);
-    r.measure_shown("sync commit returned after (s)", waited.as_secs_f64(), format!("{:.1} s, when cancelled", waited.as_secs_f64()));
+    r.measure_shown(
+        "sync commit returned after (s)",
+        waited.as_secs_f64(),
+        format!("{:.1} s, when cancelled", waited.as_secs_f64()),
+    );
     r.measure("sync commit reported to the client", if result.is_ok() { "success" } else { "an error" });
     drop(waiting);
     while let Ok(message) = messages.try_recv() {
@@ -256,7 +265,8 @@ async fn identity_gap_free(server: &mut Server, r: &mut DemoReport) -> anyhow::R
     c.batch_execute("ROLLBACK").await?;
     let id_d: i64 = b.query_one("INSERT INTO events (body) VALUES ('D') RETURNING id", &[]).await?.get(0);
     r.step(format!("session C inserted (id {id_c}) and rolled back; then D inserted and committed: id {id_d}"));
-    let stored: Vec<i64> = setup.query("SELECT id FROM events ORDER BY id", &[]).await?.iter().map(|row| row.get(0)).collect();
+    let stored: Vec<i64> =
+        setup.query("SELECT id FROM events ORDER BY id", &[]).await?.iter().map(|row| row.get(0)).collect();
     let read: Vec<i64> = first.iter().chain(second.iter()).copied().collect();
     let missed: Vec<i64> = stored.iter().filter(|id| **id < id_d && !read.contains(id)).copied().collect();
     r.measure("ids in the table", json!(stored));
@@ -321,11 +331,14 @@ async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> anyho
     client
         .batch_execute("CREATE EXTENSION amcheck; CREATE TABLE orders (id int PRIMARY KEY, body jsonb NOT NULL)")
         .await?;
-    let insert = "INSERT INTO orders VALUES ($1, jsonb_build_object('order', $1::int, 'sku', 'sku-' || ($1::int % 97)))";
+    let insert =
+        "INSERT INTO orders VALUES ($1, jsonb_build_object('order', $1::int, 'sku', 'sku-' || ($1::int % 97)))";
     for id in 1..=DURABLE_COMMITS {
         client.execute(insert, &[&id]).await?;
     }
-    r.step(format!("committed orders 1..{DURABLE_COMMITS} with synchronous_commit = on (each flushed before it returned)"));
+    r.step(format!(
+        "committed orders 1..{DURABLE_COMMITS} with synchronous_commit = on (each flushed before it returned)"
+    ));
     let pid = server.freeze_wal_writer().await?;
     r.step(format!("froze the WAL writer (SIGSTOP to pid {pid}): from now on nothing flushes async commits, as when an OS crash loses unflushed writes"));
     client.batch_execute("SET synchronous_commit = off").await?;
@@ -333,7 +346,10 @@ async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> anyho
     for id in (DURABLE_COMMITS + 1)..=last {
         client.execute(insert, &[&id]).await?;
     }
-    r.step(format!("committed orders {}..{last} with synchronous_commit = off: every commit returned success", DURABLE_COMMITS + 1));
+    r.step(format!(
+        "committed orders {}..{last} with synchronous_commit = off: every commit returned success",
+        DURABLE_COMMITS + 1
+    ));
     let acknowledged = count(&client, "orders").await?;
     drop(client);
     server.crash().await?;
@@ -357,7 +373,11 @@ async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> anyho
     r.measure("orders after recovery", survived);
     r.measure("acknowledged commits lost", acknowledged - survived);
     r.measure("highest order id after recovery", json!(max_id));
-    r.measure_shown("recovery and restart (s)", restarted.elapsed().as_secs_f64(), format!("{:.1} s", restarted.elapsed().as_secs_f64()));
+    r.measure_shown(
+        "recovery and restart (s)",
+        restarted.elapsed().as_secs_f64(),
+        format!("{:.1} s", restarted.elapsed().as_secs_f64()),
+    );
     r.measure("amcheck: index consistent with the table", index_ok && heap_ok);
     r.measure("accepts writes again", writable);
     // Busted: the database is consistent; what went is exactly the unflushed commits.
@@ -396,7 +416,11 @@ async fn update_less_wal(server: &mut Server, r: &mut DemoReport) -> anyhow::Res
     let update_again = wal_since(&client, &from).await?;
     r.step("updated every event again, no checkpoint in between");
     r.measure_shown("WAL of the INSERT (bytes)", insert, kib(insert));
-    r.measure_shown("WAL of the UPDATE after a checkpoint (bytes)", update_after_checkpoint, kib(update_after_checkpoint));
+    r.measure_shown(
+        "WAL of the UPDATE after a checkpoint (bytes)",
+        update_after_checkpoint,
+        kib(update_after_checkpoint),
+    );
     r.measure_shown("WAL of the same UPDATE again (bytes)", update_again, kib(update_again));
     let ratio = update_after_checkpoint as f64 / insert as f64;
     r.measure_shown("UPDATE after checkpoint / INSERT", ratio, format!("{ratio:.2}x"));
@@ -408,7 +432,9 @@ async fn update_less_wal(server: &mut Server, r: &mut DemoReport) -> anyhow::Res
 async fn unlogged_free_speedup(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
     let client = server.connect().await?;
     client
-        .batch_execute(&format!("CREATE TABLE events {EVENTS_TABLE}; CREATE UNLOGGED TABLE events_unlogged {EVENTS_TABLE}"))
+        .batch_execute(&format!(
+            "CREATE TABLE events {EVENTS_TABLE}; CREATE UNLOGGED TABLE events_unlogged {EVENTS_TABLE}"
+        ))
         .await?;
     let from = wal_lsn(&client).await?;
     client.batch_execute(&insert_events("events")).await?;
@@ -454,8 +480,16 @@ async fn more_indexes_free(server: &mut Server, r: &mut DemoReport) -> anyhow::R
     }
     r.step(format!("inserted the same {WAL_ROWS} events into three tables: primary key only; plus 3 B-tree indexes; plus those and a GIN index on the jsonb"));
     r.measure_shown("WAL, primary key only (bytes)", wal[0], kib(wal[0]));
-    r.measure_shown("WAL, + 3 B-tree indexes (bytes)", wal[1], format!("{} ({:+.0}%)", kib(wal[1]), (wal[1] as f64 / wal[0] as f64 - 1.0) * 100.0));
-    r.measure_shown("WAL, + 3 B-tree + GIN (bytes)", wal[2], format!("{} ({:+.0}%)", kib(wal[2]), (wal[2] as f64 / wal[0] as f64 - 1.0) * 100.0));
+    r.measure_shown(
+        "WAL, + 3 B-tree indexes (bytes)",
+        wal[1],
+        format!("{} ({:+.0}%)", kib(wal[1]), (wal[1] as f64 / wal[0] as f64 - 1.0) * 100.0),
+    );
+    r.measure_shown(
+        "WAL, + 3 B-tree + GIN (bytes)",
+        wal[2],
+        format!("{} ({:+.0}%)", kib(wal[2]), (wal[2] as f64 / wal[0] as f64 - 1.0) * 100.0),
+    );
     r.busted = wal[1] > wal[0] && wal[2] > wal[1];
     Ok(())
 }

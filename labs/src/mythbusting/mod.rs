@@ -141,9 +141,21 @@ impl Bank {
     pub fn list_text(&self) -> String {
         let mut out = String::new();
         for (n, m) in self.myth.iter().enumerate() {
-            let demo = if m.demo { format!("labs run mythbusting --myth {}", m.id) } else { "no demonstration: evidence only".into() };
+            let demo = if m.demo {
+                format!("labs run mythbusting --myth {}", m.id)
+            } else {
+                "no demonstration: evidence only".into()
+            };
             let default = if self.poll.contains(&m.id) { " (in the poll)" } else { "" };
-            let _ = writeln!(out, "{:>2}. {}{default}\n    \"{}\"\n    verdict: {}. {}\n    {demo}\n", n + 1, m.id, m.statement, m.verdict, m.reveal);
+            let _ = writeln!(
+                out,
+                "{:>2}. {}{default}\n    \"{}\"\n    verdict: {}. {}\n    {demo}\n",
+                n + 1,
+                m.id,
+                m.statement,
+                m.verdict,
+                m.reveal
+            );
         }
         out
     }
@@ -203,10 +215,17 @@ pub struct Measure {
 pub fn show(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(|v| match v {
-            serde_json::Value::String(s) => format!("{s:?}"),
-            other => show(other),
-        }).collect::<Vec<_>>().join(", ")),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => format!("{s:?}"),
+                    other => show(other),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => other.to_string(),
     }
 }

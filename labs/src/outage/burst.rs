@@ -105,7 +105,10 @@ impl Consumer {
         let started = Instant::now();
         while self.state.lock().expect("consumer state").shipped.len() < count {
             anyhow::ensure!(!self.task.is_finished(), "the consumer stopped early");
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the consumer did not ship {count} orders within 30 s");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the consumer did not ship {count} orders within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
@@ -159,7 +162,9 @@ pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> a
     let phase_one: Vec<usize> = (1..=PHASE_ONE_ORDERS).collect();
     let mut acknowledged = place_orders(server, phase_one, false).await?;
     consumer.wait_until_shipped(acknowledged.len()).await?;
-    steps.push(format!("{WRITERS} writers placed orders 1..{PHASE_ONE_ORDERS} (synchronous_commit = on); the consumer shipped them"));
+    steps.push(format!(
+        "{WRITERS} writers placed orders 1..{PHASE_ONE_ORDERS} (synchronous_commit = on); the consumer shipped them"
+    ));
 
     match (scenario, variant) {
         (Scenario::FrozenWalWriter, _) => {
@@ -215,7 +220,9 @@ pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> a
         }
         Scenario::UnarchivedWal => {
             server.restore_primary_from_archive().await?;
-            steps.push("crashed the primary and lost its disk; rebuilt it from the base backup plus the archived WAL".into());
+            steps.push(
+                "crashed the primary and lost its disk; rebuilt it from the base backup plus the archived WAL".into(),
+            );
             let archived = orders_on(server, Node::Primary, &acked).await?;
             counts.in_archive = Some(archived.len());
             if safe {
@@ -241,7 +248,8 @@ pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> a
         store::append(&client, &stream, ExpectedVersion::NoStream, &[event]).await?;
     }
     let resumed = store::read_all_after(&client, checkpoint.as_deref(), 10_000).await?;
-    let last_shipped_position = checkpoint.as_deref().and_then(|c| c.parse::<Checkpoint>().ok()).map_or(0, |c| c.position);
+    let last_shipped_position =
+        checkpoint.as_deref().and_then(|c| c.parse::<Checkpoint>().ok()).map_or(0, |c| c.position);
     let reused: i64 = client
         .query_one(
             "SELECT count(*) FROM events WHERE type = 'OrderPlaced' AND (data->>'order')::int >= $1 AND position <= $2",

@@ -93,7 +93,14 @@ impl Scenario {
 pub fn scenarios_text() -> String {
     let mut out = String::new();
     for s in ALL {
-        let _ = writeln!(out, "{}\n  {}\n  as configured: {}; safe: {}\n", s.id(), s.failure(), s.setting(Variant::AsConfigured), s.setting(Variant::Safe));
+        let _ = writeln!(
+            out,
+            "{}\n  {}\n  as configured: {}; safe: {}\n",
+            s.id(),
+            s.failure(),
+            s.setting(Variant::AsConfigured),
+            s.setting(Variant::Safe)
+        );
     }
     out
 }

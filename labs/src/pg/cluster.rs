@@ -92,11 +92,15 @@ impl Host {
                 cmd.arg("-c").arg(&script).current_dir(dir.path()).env("HOME", dir.path()).env_remove("PGDATA");
                 // Its own process group: Ctrl-C in the terminal reaches the labs command, which
                 // then stops the servers in order, instead of racing their own shutdown.
-                cmd.process_group(0).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+                cmd.process_group(0)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
                 if let Some((uid, gid)) = run_as {
                     cmd.uid(*uid).gid(*gid);
                 }
-                let child = tokio::process::Command::from(cmd).kill_on_drop(true).spawn().map_err(|e| fail(e.to_string()))?;
+                let child =
+                    tokio::process::Command::from(cmd).kill_on_drop(true).spawn().map_err(|e| fail(e.to_string()))?;
                 // If the lab is abandoned mid-step (Ctrl-C), the whole step goes: the shell and
                 // what it runs (pg_basebackup, cp), not only the shell. A postmaster that pg_ctl
                 // started is in a session of its own and is stopped with the host instead.
@@ -210,7 +214,9 @@ LABS_CONF
 
     /// A plain base backup of the primary into `$ROOT/base`, for restores from the archive.
     pub(super) async fn base_backup(&self, primary_port: u16) -> Result<(), ProviderError> {
-        let script = format!(r#"rm -rf "$ROOT/base"; "$BIN/pg_basebackup" -h "$ROOT" -p {primary_port} -U postgres -D "$ROOT/base" -X stream -c fast"#);
+        let script = format!(
+            r#"rm -rf "$ROOT/base"; "$BIN/pg_basebackup" -h "$ROOT" -p {primary_port} -U postgres -D "$ROOT/base" -X stream -c fast"#
+        );
         self.sh("pg_basebackup", &script).await.map(|_| ())
     }
 

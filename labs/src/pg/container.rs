@@ -54,7 +54,9 @@ pub(super) async fn start(image: &str, settings: &[(String, String)]) -> Result<
     let host = Host::Container { container };
     host.init_primary(PRIMARY_PORT, settings).await.map_err(|e| ProviderError::ContainerStart {
         image: image.to_string(),
-        reason: format!("{e} (the image needs PostgreSQL 15 at /usr/lib/postgresql/15/bin, a postgres user and setpriv)"),
+        reason: format!(
+            "{e} (the image needs PostgreSQL 15 at /usr/lib/postgresql/15/bin, a postgres user and setpriv)"
+        ),
     })?;
     Ok(Cluster {
         host,

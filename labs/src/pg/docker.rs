@@ -19,7 +19,9 @@ impl DockerEngine {
         let socket = match std::env::var("DOCKER_HOST") {
             Ok(host) if !host.is_empty() => match host.strip_prefix("unix://") {
                 Some(path) => PathBuf::from(path),
-                None => return Err(format!("DOCKER_HOST={host} is not a unix:// socket; the labs only probe Unix sockets")),
+                None => {
+                    return Err(format!("DOCKER_HOST={host} is not a unix:// socket; the labs only probe Unix sockets"))
+                }
             },
             _ => PathBuf::from("/var/run/docker.sock"),
         };
@@ -29,7 +31,9 @@ impl DockerEngine {
         let engine = DockerEngine { socket };
         match engine.get("/_ping").await {
             Ok((200, _)) => Ok(engine),
-            Ok((status, body)) => Err(format!("Docker at {} answered {status}: {}", engine.socket.display(), body.trim())),
+            Ok((status, body)) => {
+                Err(format!("Docker at {} answered {status}: {}", engine.socket.display(), body.trim()))
+            }
             Err(e) => Err(format!("Docker at {} did not answer: {e}", engine.socket.display())),
         }
     }
@@ -40,7 +44,8 @@ impl DockerEngine {
 
     /// Whether the image is already present, so no registry is needed to start it.
     pub async fn has_image(&self, image: &str) -> bool {
-        let image = if image.contains(':') || image.contains('@') { image.to_string() } else { format!("{image}:latest") };
+        let image =
+            if image.contains(':') || image.contains('@') { image.to_string() } else { format!("{image}:latest") };
         matches!(self.get(&format!("/images/{image}/json")).await, Ok((200, _)))
     }
 
@@ -74,8 +79,6 @@ impl DockerEngine {
             let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
             Ok((status, body))
         };
-        tokio::time::timeout(Duration::from_secs(2), request)
-            .await
-            .map_err(|_| "timed out after 2 s".to_string())?
+        tokio::time::timeout(Duration::from_secs(2), request).await.map_err(|_| "timed out after 2 s".to_string())?
     }
 }

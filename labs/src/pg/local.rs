@@ -47,7 +47,9 @@ pub fn find_local_binaries() -> Result<PathBuf, String> {
             .and_then(|n| n.split('.').next().and_then(|m| m.parse::<u32>().ok()))
             .unwrap_or(0)
     });
-    debian.pop().ok_or_else(|| "initdb, pg_ctl, postgres and pg_basebackup are not on PATH, and pg_config does not point to them".to_string())
+    debian.pop().ok_or_else(|| {
+        "initdb, pg_ctl, postgres and pg_basebackup are not on PATH, and pg_config does not point to them".to_string()
+    })
 }
 
 /// Makes the temporary directory and starts the primary in it with `settings`.

@@ -118,10 +118,9 @@ impl ProviderConfig {
         let backend = match backend {
             Some(b) => b,
             None => match std::env::var("LABS_PG") {
-                Ok(v) if !v.trim().is_empty() => v
-                    .trim()
-                    .parse()
-                    .map_err(|reason| ProviderError::BadSetting { setting: "LABS_PG", reason })?,
+                Ok(v) if !v.trim().is_empty() => {
+                    v.trim().parse().map_err(|reason| ProviderError::BadSetting { setting: "LABS_PG", reason })?
+                }
                 _ => Backend::Auto,
             },
         };
@@ -285,8 +284,10 @@ impl Server {
     /// A new session on one node.
     pub async fn connect_to(&self, node: Node) -> Result<Client, ProviderError> {
         let config = self.node_config(node);
-        let (client, connection) =
-            config.connect(NoTls).await.map_err(|source| ProviderError::Connect { endpoint: endpoint_of(&config), source })?;
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|source| ProviderError::Connect { endpoint: endpoint_of(&config), source })?;
         tokio::spawn(async move {
             // A connection error surfaces on the client's next query; nothing to report here.
             let _ = connection.await;
@@ -367,7 +368,12 @@ impl Server {
     pub async fn quiet_background_wal_writes(&self) -> Result<(), ProviderError> {
         self.cluster_ref(Capability::FreezeWalWriter)?;
         let client = self.connect().await?;
-        for (setting, value) in [("autovacuum", "off"), ("bgwriter_lru_maxpages", "0"), ("checkpoint_timeout", "1h"), ("max_wal_size", "4GB")] {
+        for (setting, value) in [
+            ("autovacuum", "off"),
+            ("bgwriter_lru_maxpages", "0"),
+            ("checkpoint_timeout", "1h"),
+            ("max_wal_size", "4GB"),
+        ] {
             alter_system(&client, setting, value).await?;
         }
         Ok(())
@@ -399,7 +405,8 @@ impl Server {
     pub async fn wait_standby_caught_up(&self) -> Result<(), ProviderError> {
         self.cluster_ref(Capability::Standby)?;
         let primary = self.connect().await?;
-        let target: String = primary.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(replication)?.get(0);
+        let target: String =
+            primary.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(replication)?.get(0);
         let check = format!("SELECT coalesce(pg_last_wal_replay_lsn() >= '{target}'::pg_lsn, false)");
         self.wait_for(Node::Standby, &check, "the standby to replay what the primary has written").await
     }
@@ -427,8 +434,12 @@ impl Server {
         };
         let standby = self.connect_to(Node::Standby).await?;
         alter_system(&standby, "primary_conninfo", &conninfo).await?;
-        self.wait_for(Node::Standby, "SELECT count(*) = 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'", "the WAL receiver to stream")
-            .await
+        self.wait_for(
+            Node::Standby,
+            "SELECT count(*) = 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+            "the WAL receiver to stream",
+        )
+        .await
     }
 
     /// Makes every standby synchronous (`synchronous_standby_names = '*'`) or none. With it on,
@@ -440,10 +451,19 @@ impl Server {
         let value = if on { "*" } else { "" };
         alter_system(&primary, "synchronous_standby_names", value).await?;
         if on {
-            self.wait_for(Node::Primary, "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'", "the standby to become synchronous")
-                .await
+            self.wait_for(
+                Node::Primary,
+                "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                "the standby to become synchronous",
+            )
+            .await
         } else {
-            self.wait_for(Node::Primary, "SELECT current_setting('synchronous_standby_names') = ''", "synchronous replication to be off").await
+            self.wait_for(
+                Node::Primary,
+                "SELECT current_setting('synchronous_standby_names') = ''",
+                "synchronous replication to be off",
+            )
+            .await
         }
     }
 

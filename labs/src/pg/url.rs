@@ -14,15 +14,15 @@ pub(super) struct UrlDatabase {
 
 impl UrlDatabase {
     pub(super) async fn create(url: &str) -> Result<Self, ProviderError> {
-        let admin: tokio_postgres::Config =
-            url.parse().map_err(|e| ProviderError::Url(format!("DATABASE_URL is not a valid connection string: {e}")))?;
+        let admin: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| ProviderError::Url(format!("DATABASE_URL is not a valid connection string: {e}")))?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let database = format!("labs_{}_{nanos}", std::process::id());
         let client = connect(&admin).await?;
-        client
-            .batch_execute(&format!("CREATE DATABASE {database}"))
-            .await
-            .map_err(|e| ProviderError::Url(format!("could not create database {database} (the user needs CREATEDB): {e}")))?;
+        client.batch_execute(&format!("CREATE DATABASE {database}")).await.map_err(|e| {
+            ProviderError::Url(format!("could not create database {database} (the user needs CREATEDB): {e}"))
+        })?;
         Ok(UrlDatabase { admin, database })
     }
 

@@ -148,7 +148,8 @@ pub const MENU: &[Change] = &[
 ];
 
 /// The sticky prompt, exactly as the chapter and the wall use it.
-pub const PROMPT: &str = "What's one event sourcing pain I've hit with PostgreSQL, and what change will I try next sprint?";
+pub const PROMPT: &str =
+    "What's one event sourcing pain I've hit with PostgreSQL, and what change will I try next sprint?";
 
 /// The menu as text, one block per activity.
 pub fn menu_text() -> String {

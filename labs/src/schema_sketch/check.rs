@@ -88,7 +88,11 @@ async fn open(client: &Client, name: &str, cents: i64, space: u128) -> Result<()
 pub async fn check(server: &Server, handler: Handler) -> Result<CheckReport, LabError> {
     let client = server.connect().await?;
     store::install(&client).await.map_err(LabError::Install)?;
-    let checks = vec![scripted_race(server, handler).await?, unknown_account(server, handler).await?, concurrent(server, handler).await?];
+    let checks = vec![
+        scripted_race(server, handler).await?,
+        unknown_account(server, handler).await?,
+        concurrent(server, handler).await?,
+    ];
     let passed = checks.iter().all(|c| c.passed);
     Ok(CheckReport { activity: "schema-sketch", handler, passed, checks })
 }
@@ -108,7 +112,8 @@ async fn scripted_race(server: &Server, handler: Handler) -> Result<CheckResult,
 
     let mut attendee = server.connect().await?;
     let pid: i32 = attendee.query_one("SELECT pg_backend_pid()", &[]).await.map_err(BankError::from)?.get(0);
-    let request = TransferRequest { transfer_id: id(3, 2), from: "alice".into(), to: "bob".into(), amount_cents: 8_000 };
+    let request =
+        TransferRequest { transfer_id: id(3, 2), from: "alice".into(), to: "bob".into(), amount_cents: 8_000 };
     let transfer = tokio::spawn(async move {
         let outcome = handler.transfer(&mut attendee, &request).await;
         (outcome, request)
@@ -118,7 +123,10 @@ async fn scripted_race(server: &Server, handler: Handler) -> Result<CheckResult,
     let mut waited = false;
     while started.elapsed() < Duration::from_secs(5) && !transfer.is_finished() {
         let waiting: bool = setup
-            .query_one("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .query_one(
+                "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
             .await
             .map_err(BankError::from)?
             .get(0);
@@ -131,14 +139,21 @@ async fn scripted_race(server: &Server, handler: Handler) -> Result<CheckResult,
     tx.commit().await.map_err(BankError::from)?;
     let (outcome, _) = tokio::time::timeout(Duration::from_secs(10), transfer)
         .await
-        .map_err(|_| LabError::Script { expected: "the transfer to finish within 10 s of the withdrawal's commit".into(), got: "it did not".into() })?
+        .map_err(|_| LabError::Script {
+            expected: "the transfer to finish within 10 s of the withdrawal's commit".into(),
+            got: "it did not".into(),
+        })?
         .expect("transfer task panicked");
     let alice = bank::load(&setup, "alice").await?;
     let bob = bank::load(&setup, "bob").await?;
     let outcome = said(&outcome);
     let passed = alice.balance_cents >= 0 && alice.balance_cents + bob.balance_cents == 2_000;
     let detail = if passed {
-        format!("alice {} and bob {} after the race; the transfer said {outcome}", money(alice.balance_cents), money(bob.balance_cents))
+        format!(
+            "alice {} and bob {} after the race; the transfer said {outcome}",
+            money(alice.balance_cents),
+            money(bob.balance_cents)
+        )
     } else {
         format!(
             "alice is at {} (bob {}): the transfer checked the overdraft rule on 100.00, but 80.00 had been withdrawn before it appended{}",
@@ -155,12 +170,18 @@ async fn unknown_account(server: &Server, handler: Handler) -> Result<CheckResul
     const NAME: &str = "a transfer to an account that does not exist: rejected, nothing written";
     let mut client = server.connect().await?;
     open(&client, "dave", 5_000, 4).await?;
-    let request = TransferRequest { transfer_id: id(4, 9), from: "dave".into(), to: "nobody".into(), amount_cents: 1_000 };
+    let request =
+        TransferRequest { transfer_id: id(4, 9), from: "dave".into(), to: "nobody".into(), amount_cents: 1_000 };
     let outcome = handler.transfer(&mut client, &request).await;
     let dave = bank::load(&client, "dave").await?;
     let nobody = bank::load(&client, "nobody").await?;
     let passed = matches!(outcome, Ok(TransferOutcome::Rejected { .. })) && dave.version == 2 && nobody.version == 0;
-    let detail = format!("the transfer said {}; dave's stream is at v{}, nobody's at v{}", said(&outcome), dave.version, nobody.version);
+    let detail = format!(
+        "the transfer said {}; dave's stream is at v{}, nobody's at v{}",
+        said(&outcome),
+        dave.version,
+        nobody.version
+    );
     Ok(CheckResult { name: NAME.into(), passed, detail })
 }
 
@@ -188,7 +209,10 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
                     to: to.into(),
                     amount_cents: 1_000 + rng.below(5_000) as i64,
                 };
-                outcomes.push((request.transfer_id, handler.transfer(&mut client, &request).await.map_err(|e| e.to_string())));
+                outcomes.push((
+                    request.transfer_id,
+                    handler.transfer(&mut client, &request).await.map_err(|e| e.to_string()),
+                ));
             }
             outcomes
         }));
@@ -226,10 +250,15 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
         }
     }
     let total: i64 = balances.iter().map(|b| b.1).sum();
-    let overdrawn: Vec<String> = balances.iter().filter(|b| b.1 < 0).map(|b| format!("{} at {}", b.0, money(b.1))).collect();
-    let unpaired = sent.keys().chain(received.keys()).filter(|t| sent.get(*t) != Some(&1) || received.get(*t) != Some(&1)).count();
+    let overdrawn: Vec<String> =
+        balances.iter().filter(|b| b.1 < 0).map(|b| format!("{} at {}", b.0, money(b.1))).collect();
+    let unpaired =
+        sent.keys().chain(received.keys()).filter(|t| sent.get(*t) != Some(&1) || received.get(*t) != Some(&1)).count();
     let unreported = sent.keys().filter(|t| done.get(*t) != Some(&true)).count();
-    let name = format!("{TELLERS} tellers, {} transfers at once: money kept, no overdraft, both sides of every transfer", TELLERS as u128 * TRANSFERS);
+    let name = format!(
+        "{TELLERS} tellers, {} transfers at once: money kept, no overdraft, both sides of every transfer",
+        TELLERS as u128 * TRANSFERS
+    );
     let mut problems = Vec::new();
     if total != 40_000 {
         problems.push(format!("the four accounts hold {} instead of 400.00", money(total)));

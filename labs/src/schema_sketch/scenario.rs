@@ -95,12 +95,20 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
     for (n, name) in ACCOUNTS.iter().enumerate() {
         let opened = NewEvent::new(id(10 + n as u128), "AccountOpened", json!({ "owner": name, "currency": "EUR" }));
         let v = store::append(&client, &bank::stream_of(name), ExpectedVersion::NoStream, &[opened]).await?;
-        step("teller", format!("open an account for {name} (expected: no stream)"), format!("{} v{v} AccountOpened", bank::stream_of(name)));
+        step(
+            "teller",
+            format!("open an account for {name} (expected: no stream)"),
+            format!("{} v{v} AccountOpened", bank::stream_of(name)),
+        );
     }
     for (n, (name, cents)) in [("alice", 10_000), ("bob", 5_000), ("carol", 2_000)].into_iter().enumerate() {
         let deposit = NewEvent::new(id(20 + n as u128), "Deposited", json!({ "amount_cents": cents }));
         let v = store::append(&client, &bank::stream_of(name), ExpectedVersion::Exact(1), &[deposit]).await?;
-        step("teller", format!("deposit {} to {name} (expected: v1)", money(cents)), format!("{} v{v} Deposited", bank::stream_of(name)));
+        step(
+            "teller",
+            format!("deposit {} to {name} (expected: v1)", money(cents)),
+            format!("{} v{v} Deposited", bank::stream_of(name)),
+        );
     }
 
     let first = request(30, "alice", "bob", 3_000);
@@ -112,24 +120,49 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
     if !matches!(outcome, TransferOutcome::Rejected { .. }) {
         return Err(LabError::Script { expected: "the overdraft to be rejected".into(), got: format!("{outcome:?}") });
     }
-    step("teller", format!("transfer {} carol -> alice", money(overdraft.amount_cents)), describe(&outcome, &overdraft));
+    step(
+        "teller",
+        format!("transfer {} carol -> alice", money(overdraft.amount_cents)),
+        describe(&outcome, &overdraft),
+    );
 
     // Two tellers load bob's account at the same moment and decide on the same version.
     let teller_2_client = server.connect().await?;
     let seen_1 = bank::load(&client, "bob").await?;
-    step("teller 1", "load bob".into(), format!("balance {} at version {}", money(seen_1.balance_cents), seen_1.version));
+    step(
+        "teller 1",
+        "load bob".into(),
+        format!("balance {} at version {}", money(seen_1.balance_cents), seen_1.version),
+    );
     let seen_2 = bank::load(&teller_2_client, "bob").await?;
-    step("teller 2", "load bob".into(), format!("balance {} at version {}", money(seen_2.balance_cents), seen_2.version));
+    step(
+        "teller 2",
+        "load bob".into(),
+        format!("balance {} at version {}", money(seen_2.balance_cents), seen_2.version),
+    );
     let withdrawal = NewEvent::new(id(40), "Withdrawn", json!({ "amount_cents": 6_000 }));
     let v = store::append(&client, "account-bob", ExpectedVersion::Exact(seen_1.version), &[withdrawal]).await?;
-    step("teller 1", format!("withdraw 60.00 from bob (expected: v{})", seen_1.version), format!("account-bob v{v} Withdrawn"));
+    step(
+        "teller 1",
+        format!("withdraw 60.00 from bob (expected: v{})", seen_1.version),
+        format!("account-bob v{v} Withdrawn"),
+    );
     let racing = request(41, "bob", "carol", 4_000);
     let (debit, _) = bank::transfer_events(&racing);
     match store::append(&teller_2_client, "account-bob", ExpectedVersion::Exact(seen_2.version), &[debit]).await {
         Err(conflict @ StoreError::VersionConflict { .. }) => {
-            step("teller 2", format!("transfer 40.00 bob -> carol (expected: v{})", seen_2.version), format!("{conflict}"));
+            step(
+                "teller 2",
+                format!("transfer 40.00 bob -> carol (expected: v{})", seen_2.version),
+                format!("{conflict}"),
+            );
         }
-        other => return Err(LabError::Script { expected: "a version conflict for teller 2".into(), got: format!("{other:?}") }),
+        other => {
+            return Err(LabError::Script {
+                expected: "a version conflict for teller 2".into(),
+                got: format!("{other:?}"),
+            })
+        }
     }
     let mut teller_2 = teller_2_client;
     let outcome = solution::transfer(&mut teller_2, &racing).await?;
@@ -154,9 +187,22 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
     let replayed = replay
         .events
         .iter()
-        .map(|e| ReplayedEvent { stream_id: e.stream_id.clone(), version: e.version, event_type: e.event_type.clone(), data: e.data.clone() })
+        .map(|e| ReplayedEvent {
+            stream_id: e.stream_id.clone(),
+            version: e.version,
+            event_type: e.event_type.clone(),
+            data: e.data.clone(),
+        })
         .collect();
-    Ok(LabReport { lab: "schema-sketch", steps, streams, balances: replay.balances, loaded_balances, replay: replayed, replay_matches })
+    Ok(LabReport {
+        lab: "schema-sketch",
+        steps,
+        streams,
+        balances: replay.balances,
+        loaded_balances,
+        replay: replayed,
+        replay_matches,
+    })
 }
 
 impl LabReport {
@@ -183,7 +229,11 @@ impl LabReport {
         let overdrawn = self.balances.values().filter(|c| **c < 0).count();
         out += &format!(
             "\n{}: {} held in all; {}.\n",
-            if self.replay_matches { "The replay matches every stream" } else { "THE REPLAY DOES NOT MATCH THE STREAMS" },
+            if self.replay_matches {
+                "The replay matches every stream"
+            } else {
+                "THE REPLAY DOES NOT MATCH THE STREAMS"
+            },
             money(total),
             if overdrawn == 0 { "no balance below 0.00".to_string() } else { format!("{overdrawn} OVERDRAWN") }
         );

@@ -13,7 +13,8 @@ pub const MAX_ATTEMPTS: u32 = 20;
 /// the transfer id, so two handlers that keep colliding stop retrying in lockstep.
 fn backoff(request: &TransferRequest, attempt: u32) -> std::time::Duration {
     let ceiling_ms = 1u64 << attempt.min(7);
-    let jitter = (request.transfer_id.as_u128() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(attempt) % ceiling_ms;
+    let jitter =
+        (request.transfer_id.as_u128() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(attempt) % ceiling_ms;
     std::time::Duration::from_millis(1 + jitter)
 }
 
@@ -35,16 +36,19 @@ pub async fn transfer(client: &mut Client, request: &TransferRequest) -> Result<
             to_version = credit_to(&tx, request, &credit).await?;
         }
         // The overdraft rule read `from` at this version: the debit is valid only there.
-        let from_version = match store::append(&tx, &bank::stream_of(&request.from), ExpectedVersion::Exact(from.version), &[debit]).await {
-            Ok(version) => version,
-            // Roll back, wait a moment, load again and decide again.
-            Err(e) if e.is_conflict() => {
-                drop(tx);
-                tokio::time::sleep(backoff(request, attempt)).await;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let from_version =
+            match store::append(&tx, &bank::stream_of(&request.from), ExpectedVersion::Exact(from.version), &[debit])
+                .await
+            {
+                Ok(version) => version,
+                // Roll back, wait a moment, load again and decide again.
+                Err(e) if e.is_conflict() => {
+                    drop(tx);
+                    tokio::time::sleep(backoff(request, attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
         if debit_first {
             to_version = credit_to(&tx, request, &credit).await?;
         }
@@ -55,6 +59,10 @@ pub async fn transfer(client: &mut Client, request: &TransferRequest) -> Result<
 }
 
 /// Crediting does not depend on the receiver's balance: no version to protect, so any.
-async fn credit_to(tx: &tokio_postgres::Transaction<'_>, request: &TransferRequest, credit: &store::NewEvent) -> Result<i64, BankError> {
+async fn credit_to(
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &TransferRequest,
+    credit: &store::NewEvent,
+) -> Result<i64, BankError> {
     Ok(store::append(tx, &bank::stream_of(&request.to), ExpectedVersion::Any, std::slice::from_ref(credit)).await?)
 }

@@ -17,7 +17,12 @@ pub const APPEND_SQL: &str = "SELECT append_to_stream($1, $2, $3, $4, $5, $6)";
 ///
 /// Sending the same events again after a lost acknowledgement returns the same version and
 /// writes nothing; reusing an event id for other content is [`StoreError::EventIdReused`].
-pub async fn append(client: &impl GenericClient, stream_id: &str, expected: ExpectedVersion, events: &[NewEvent]) -> Result<i64, StoreError> {
+pub async fn append(
+    client: &impl GenericClient,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<i64, StoreError> {
     if events.is_empty() {
         return Err(StoreError::Empty(stream_id.to_string()));
     }

@@ -128,7 +128,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn new_event(kind: &str) -> NewEvent {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    NewEvent::new(Uuid::from_u128(0xbe00_0000_0000_0000_0000_0000_0000_0000 | n as u128), kind, serde_json::json!({ "amount_cents": n % 10_000, "currency": "EUR" }))
+    NewEvent::new(
+        Uuid::from_u128(0xbe00_0000_0000_0000_0000_0000_0000_0000 | n as u128),
+        kind,
+        serde_json::json!({ "amount_cents": n % 10_000, "currency": "EUR" }),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -206,7 +210,11 @@ const SHAPES: [Shape; 9] = [
 ];
 
 /// Runs every shape `runs` times on `server` and reports medians and ratios.
-pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, BenchError> {
+pub async fn run(
+    server: &Server,
+    options: BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<BenchReport, BenchError> {
     let admin = server.connect().await?;
     super::install(&admin).await.map_err(db("installing the store"))?;
     let setting = |name: &'static str| {
@@ -228,7 +236,9 @@ pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMu
         .iter()
         .map(|s| match options.only {
             None => true,
-            Some(only) => only.iter().any(|id| *id == s.id() || SHAPES.iter().any(|o| o.id() == *id && o.ceiling().map(|c| c.0) == Some(*s))),
+            Some(only) => only.iter().any(|id| {
+                *id == s.id() || SHAPES.iter().any(|o| o.id() == *id && o.ceiling().map(|c| c.0) == Some(*s))
+            }),
         })
         .collect();
     for run in 0..options.runs {
@@ -264,7 +274,11 @@ pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMu
             for _ in 0..shape.writers() {
                 clients.push(server.connect().await?);
             }
-            let lsn_before: String = admin.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.map_err(db("reading the WAL position"))?.get(0);
+            let lsn_before: String = admin
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(db("reading the WAL position"))?
+                .get(0);
             let started = Instant::now();
             let events = match shape {
                 Shape::CopyCeiling => copy_ceiling(clients, scaled(100_000.0)).await?,
@@ -279,7 +293,10 @@ pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMu
             };
             let elapsed = started.elapsed();
             let wal: i64 = admin
-                .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn)::bigint", &[&lsn_before])
+                .query_one(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn)::bigint",
+                    &[&lsn_before],
+                )
                 .await
                 .map_err(db("measuring WAL"))?
                 .get(0);
@@ -310,7 +327,9 @@ pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMu
                 let mut ratios: Vec<f64> = samples[i]
                     .iter()
                     .zip(&samples[c])
-                    .map(|(own, ceiling)| (own.0 as f64 / own.1.as_secs_f64()) / (ceiling.0 as f64 / ceiling.1.as_secs_f64()))
+                    .map(|(own, ceiling)| {
+                        (own.0 as f64 / own.1.as_secs_f64()) / (ceiling.0 as f64 / ceiling.1.as_secs_f64())
+                    })
                     .collect();
                 ratios.sort_by(|a, b| a.total_cmp(b));
                 let target = if target > 0.0 { Some(target) } else { None };
@@ -333,7 +352,14 @@ pub async fn run(server: &Server, options: BenchOptions, mut progress: impl FnMu
     }
     progress("the watermark's cost: an open transaction in another database");
     let watermark_stall = watermark_stall(server, &admin).await?;
-    Ok(BenchReport { server: server.describe(), fsync, synchronous_commit, runs: options.runs, shapes, watermark_stall })
+    Ok(BenchReport {
+        server: server.describe(),
+        fsync,
+        synchronous_commit,
+        runs: options.runs,
+        shapes,
+        watermark_stall,
+    })
 }
 
 /// 100-event streams, new each time, as one bulk append or one COPY would carry them.
@@ -506,7 +532,8 @@ async fn watermark_stall(server: &Server, admin: &Client) -> Result<WatermarkSta
     if elsewhere {
         config.dbname("labs_bench_elsewhere");
     }
-    let (other, connection) = config.connect(tokio_postgres::NoTls).await.map_err(db("connecting to the other database"))?;
+    let (other, connection) =
+        config.connect(tokio_postgres::NoTls).await.map_err(db("connecting to the other database"))?;
     tokio::spawn(connection);
     // pg_current_xact_id() assigns a transaction id without writing anything: an idle session
     // that has written once, as an application's forgotten transaction would be.
@@ -522,18 +549,24 @@ async fn watermark_stall(server: &Server, admin: &Client) -> Result<WatermarkSta
     let mut watermark_seen = None;
     while watermark_seen.is_none() && committed.elapsed() < Duration::from_secs(30) {
         if position_seen.is_none() {
-            let n: i64 = reader.query_one("SELECT count(*) FROM events WHERE position > 0", &[]).await.map_err(db("position read"))?.get(0);
+            let n: i64 = reader
+                .query_one("SELECT count(*) FROM events WHERE position > 0", &[])
+                .await
+                .map_err(db("position read"))?
+                .get(0);
             if n > 0 {
                 position_seen = Some(committed.elapsed());
             }
         }
-        let rows = reader.query(super::read::READ_ALL_SQL, &[&None::<String>, &10i32]).await.map_err(db("read_all_after"))?;
+        let rows =
+            reader.query(super::read::READ_ALL_SQL, &[&None::<String>, &10i32]).await.map_err(db("read_all_after"))?;
         if !rows.is_empty() {
             watermark_seen = Some(committed.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let other = end_other.await.expect("the other session's task panicked").map_err(db("ending the other transaction"))?;
+    let other =
+        end_other.await.expect("the other session's task panicked").map_err(db("ending the other transaction"))?;
     drop(other);
     if elsewhere {
         let _ = admin.batch_execute("DROP DATABASE labs_bench_elsewhere WITH (FORCE)").await;

@@ -88,7 +88,11 @@ pub async fn append_bulk(client: &mut Client, appends: &[StreamAppend]) -> Resul
         let actual = current.get(&a.stream_id).copied().unwrap_or(0);
         if let Some(expected) = a.expected.to_sql_value() {
             if expected != actual {
-                return Err(StoreError::VersionConflict { stream_id: a.stream_id.clone(), expected: a.expected, actual });
+                return Err(StoreError::VersionConflict {
+                    stream_id: a.stream_id.clone(),
+                    expected: a.expected,
+                    actual,
+                });
             }
         }
         versions.push(actual + n);
@@ -109,14 +113,21 @@ pub async fn append_bulk(client: &mut Client, appends: &[StreamAppend]) -> Resul
 /// COPYs each stream's events into `events` as versions `base + 1`, `base + 2`, ...: the one
 /// COPY of the store, used by the bulk path and, with no checks around it, by the benchmark's
 /// plain-COPY ceiling, so the two differ only in the checks.
-pub(crate) async fn copy_events(tx: &tokio_postgres::Transaction<'_>, streams: &[(&StreamAppend, i64)]) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in("COPY events (event_id, stream_id, version, type, data, metadata) FROM STDIN (FORMAT binary)").await?;
-    let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB]);
+pub(crate) async fn copy_events(
+    tx: &tokio_postgres::Transaction<'_>,
+    streams: &[(&StreamAppend, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx
+        .copy_in("COPY events (event_id, stream_id, version, type, data, metadata) FROM STDIN (FORMAT binary)")
+        .await?;
+    let writer =
+        BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB]);
     pin_mut!(writer);
     for (a, base) in streams {
         for (i, e) in a.events.iter().enumerate() {
             let version = base + i as i64 + 1;
-            let row: [&(dyn ToSql + Sync); 6] = [&e.event_id, &a.stream_id, &version, &e.event_type, &e.data, &e.metadata];
+            let row: [&(dyn ToSql + Sync); 6] =
+                [&e.event_id, &a.stream_id, &version, &e.event_type, &e.data, &e.metadata];
             writer.as_mut().write(&row).await?;
         }
     }
@@ -124,16 +135,25 @@ pub(crate) async fn copy_events(tx: &tokio_postgres::Transaction<'_>, streams: &
 }
 
 /// A stream whose first event is stored: the whole append must be stored as sent, in place.
-async fn check_retry(tx: &tokio_postgres::Transaction<'_>, a: &StreamAppend, stored_stream: &str, first_version: i64) -> Result<(), StoreError> {
+async fn check_retry(
+    tx: &tokio_postgres::Transaction<'_>,
+    a: &StreamAppend,
+    stored_stream: &str,
+    first_version: i64,
+) -> Result<(), StoreError> {
     let ids: Vec<Uuid> = a.events.iter().map(|e| e.event_id).collect();
     let rows = tx
-        .query("SELECT event_id, stream_id, version, type, data, metadata FROM events WHERE event_id = ANY($1)", &[&ids])
+        .query(
+            "SELECT event_id, stream_id, version, type, data, metadata FROM events WHERE event_id = ANY($1)",
+            &[&ids],
+        )
         .await
         .map_err(|source| StoreError::Database { context: "bulk append: checking a retry".into(), source })?;
     let stored: HashMap<Uuid, (String, i64, String, serde_json::Value, serde_json::Value)> =
         rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))).collect();
     for (i, e) in a.events.iter().enumerate() {
-        let expected = (a.stream_id.clone(), first_version + i as i64, e.event_type.clone(), e.data.clone(), e.metadata.clone());
+        let expected =
+            (a.stream_id.clone(), first_version + i as i64, e.event_type.clone(), e.data.clone(), e.metadata.clone());
         if stored.get(&e.event_id) != Some(&expected) {
             return Err(StoreError::EventIdReused {
                 event_id: a.events[0].event_id,

@@ -149,7 +149,10 @@ fn line_and_column(text: &str, position: usize) -> (usize, usize) {
 
 async fn contract(client: &Client) -> Result<Check, VerifyError> {
     let row = client
-        .query_one("SELECT to_regprocedure($1) IS NOT NULL, to_regprocedure($2) IS NOT NULL", &[&APPEND_SIGNATURE, &READ_SIGNATURE])
+        .query_one(
+            "SELECT to_regprocedure($1) IS NOT NULL, to_regprocedure($2) IS NOT NULL",
+            &[&APPEND_SIGNATURE, &READ_SIGNATURE],
+        )
         .await
         .map_err(db("looking up the contract's functions"))?;
     let missing: Vec<&str> = [(row.get::<_, bool>(0), APPEND_SIGNATURE), (row.get(1), READ_SIGNATURE)]
@@ -158,25 +161,49 @@ async fn contract(client: &Client) -> Result<Check, VerifyError> {
         .map(|(_, signature)| signature)
         .collect();
     if !missing.is_empty() {
-        return Ok(fail("contract", format!("missing {} (see the signatures in labs/src/store/schema.sql)", missing.join(" and "))));
+        return Ok(fail(
+            "contract",
+            format!("missing {} (see the signatures in labs/src/store/schema.sql)", missing.join(" and ")),
+        ));
     }
     // The read's columns, by name and type, as the labs read them.
     match client.prepare(READ_ALL_SQL).await {
         Ok(statement) => {
-            let got: Vec<String> = statement.columns().iter().map(|c| format!("{} {}", c.name(), c.type_().name())).collect();
-            let want = ["checkpoint text", "event_id uuid", "stream_id text", "version int8", "type text", "data jsonb", "metadata jsonb"];
+            let got: Vec<String> =
+                statement.columns().iter().map(|c| format!("{} {}", c.name(), c.type_().name())).collect();
+            let want = [
+                "checkpoint text",
+                "event_id uuid",
+                "stream_id text",
+                "version int8",
+                "type text",
+                "data jsonb",
+                "metadata jsonb",
+            ];
             if got != want {
-                return Ok(fail("contract", format!("read_all_after must return ({}), not ({})", want.join(", "), got.join(", "))));
+                return Ok(fail(
+                    "contract",
+                    format!("read_all_after must return ({}), not ({})", want.join(", "), got.join(", ")),
+                ));
             }
         }
-        Err(e) => return Ok(fail("contract", format!("read_all_after cannot be called as the labs call it: {}", server_error(&e)))),
+        Err(e) => {
+            return Ok(fail(
+                "contract",
+                format!("read_all_after cannot be called as the labs call it: {}", server_error(&e)),
+            ))
+        }
     }
     Ok(pass("contract", "append_to_stream and read_all_after have the documented signatures"))
 }
 
 /// An event of the checks: a deterministic id, a type, and data naming the check.
 fn event(check: u8, n: u64) -> (Uuid, String, serde_json::Value) {
-    (Uuid::from_u128(((check as u128) << 64) | n as u128), "Checked".to_string(), serde_json::json!({ "check": check, "n": n }))
+    (
+        Uuid::from_u128(((check as u128) << 64) | n as u128),
+        "Checked".to_string(),
+        serde_json::json!({ "check": check, "n": n }),
+    )
 }
 
 async fn try_append(
@@ -241,7 +268,10 @@ async fn append_new_stream(client: &Client) -> Result<Check, VerifyError> {
     let stored = stream_events(client, "c1-account").await?;
     let got: Vec<(Uuid, i64)> = stored.iter().map(|e| (e.0, e.1)).collect();
     if got != vec![(events[0].0, 1), (events[1].0, 2)] {
-        return Ok(fail(NAME, format!("read_all_after returns the stream as {got:?}, not the two events as versions 1 and 2")));
+        return Ok(fail(
+            NAME,
+            format!("read_all_after returns the stream as {got:?}, not the two events as versions 1 and 2"),
+        ));
     }
     Ok(pass(NAME, "two events to a new stream: version 2 returned, read back as versions 1 and 2"))
 }
@@ -264,7 +294,8 @@ async fn expected_versions(client: &Client) -> Result<Check, VerifyError> {
 async fn stale_version_rejected(client: &Client) -> Result<Check, VerifyError> {
     const NAME: &str = "conflict-detected";
     let mut notes = Vec::new();
-    for (expected, what) in [(2, "expected version 2 on a stream at 4"), (0, "expected no stream (0) on a stream at 4")] {
+    for (expected, what) in [(2, "expected version 2 on a stream at 4"), (0, "expected no stream (0) on a stream at 4")]
+    {
         match try_append(client, "c1-account", Some(expected), &[event(3, expected as u64)]).await {
             Ok(v) => {
                 return Ok(fail(
@@ -315,7 +346,10 @@ async fn idempotent_retry(client: &Client) -> Result<Check, VerifyError> {
         Err(e) => {
             return Ok(fail(
                 NAME,
-                format!("resending the same append failed ({}): a client that lost the acknowledgement cannot tell it happened", server_error(&e)),
+                format!(
+                "resending the same append failed ({}): a client that lost the acknowledgement cannot tell it happened",
+                server_error(&e)
+            ),
             ))
         }
     }
@@ -331,12 +365,18 @@ async fn idempotent_retry(client: &Client) -> Result<Check, VerifyError> {
         )));
     }
     match (first, second) {
-        (Ok(1), Ok(1)) => Ok(pass(NAME, "the same events sent twice, with expected version 4 and with any: original version returned, stored once")),
-        (a, b) => Ok(fail(NAME, format!(
-            "resending an append with expected version any returned {} then {}, not 1 both times",
-            a.map(|v| v.to_string()).unwrap_or_else(|e| server_error(&e)),
-            b.map(|v| v.to_string()).unwrap_or_else(|e| server_error(&e))
-        ))),
+        (Ok(1), Ok(1)) => Ok(pass(
+            NAME,
+            "the same events sent twice, with expected version 4 and with any: original version returned, stored once",
+        )),
+        (a, b) => Ok(fail(
+            NAME,
+            format!(
+                "resending an append with expected version any returned {} then {}, not 1 both times",
+                a.map(|v| v.to_string()).unwrap_or_else(|e| server_error(&e)),
+                b.map(|v| v.to_string()).unwrap_or_else(|e| server_error(&e))
+            ),
+        )),
     }
 }
 
@@ -408,7 +448,9 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
     let rival = server.connect().await?;
     let rival_append = {
         let rival_event = rival_event.clone();
-        tokio::spawn(async move { try_append(&rival, "c8-s1", None, std::slice::from_ref(&rival_event)).await.map_err(|e| server_error(&e)) })
+        tokio::spawn(async move {
+            try_append(&rival, "c8-s1", None, std::slice::from_ref(&rival_event)).await.map_err(|e| server_error(&e))
+        })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     late.batch_execute("COMMIT").await.map_err(db("late writer: COMMIT"))?;
@@ -462,7 +504,8 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
     let checker = server.connect().await?;
     let stored: HashSet<Uuid> = read_everything(&checker, 1_000).await?.iter().map(|r| r.1).collect();
     let lost = committed.iter().filter(|(id, _)| !stored.contains(id)).count();
-    let committed_ids: HashMap<Uuid, &str> = committed.iter().filter(|(id, _)| stored.contains(id)).map(|(id, s)| (*id, s.as_str())).collect();
+    let committed_ids: HashMap<Uuid, &str> =
+        committed.iter().filter(|(id, _)| stored.contains(id)).map(|(id, s)| (*id, s.as_str())).collect();
     let mut late_skipped_by = 0;
     let mut details = Vec::new();
     let (mut missed_total, mut duplicates_total, mut disorder_total) = (0, 0, 0);
@@ -483,7 +526,8 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
             *l = (*l).max(*version);
         }
         if missed + duplicates + disorder > 0 {
-            details.push(format!("reader {}: {missed} missed, {duplicates} twice, {disorder} out of stream order", i + 1));
+            details
+                .push(format!("reader {}: {missed} missed, {duplicates} twice, {disorder} out of stream order", i + 1));
         }
         missed_total += missed;
         duplicates_total += duplicates;
@@ -497,7 +541,9 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
         return Ok(Check {
             name: NAME,
             passed: false,
-            summary: format!("{lost} of {total} acknowledged appends are not stored: concurrent appends to one stream lost writes"),
+            summary: format!(
+                "{lost} of {total} acknowledged appends are not stored: concurrent appends to one stream lost writes"
+            ),
             details,
         });
     }
@@ -529,7 +575,10 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
 
 /// Polls read_all_after from the start, keeping the checkpoint in memory, until the writers are
 /// done and a read comes back empty. Gives up after a minute (a reader that never catches up).
-async fn read_until_done(config: tokio_postgres::Config, done: Arc<AtomicBool>) -> Result<Delivered, tokio_postgres::Error> {
+async fn read_until_done(
+    config: tokio_postgres::Config,
+    done: Arc<AtomicBool>,
+) -> Result<Delivered, tokio_postgres::Error> {
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let mut delivered = Delivered::default();
@@ -570,7 +619,11 @@ async fn racing_writers(server: &Server) -> Result<Check, VerifyError> {
                 barrier.wait().await;
                 let e = event(9, (round as u64) * 100 + w as u64);
                 let result = try_append(&client, "c9-hot", Some(round), std::slice::from_ref(&e)).await;
-                outcomes.push((round, e.0, result.map_err(|err| (sqlstate(&err).unwrap_or("").to_string(), server_error(&err)))));
+                outcomes.push((
+                    round,
+                    e.0,
+                    result.map_err(|err| (sqlstate(&err).unwrap_or("").to_string(), server_error(&err))),
+                ));
             }
             outcomes
         }));
@@ -630,7 +683,9 @@ async fn racing_writers(server: &Server) -> Result<Check, VerifyError> {
     Ok(Check {
         name: NAME,
         passed: true,
-        summary: format!("{WRITERS} writers raced {ROUNDS} rounds on one stream: one winner a round, every loser told, nothing lost"),
+        summary: format!(
+            "{WRITERS} writers raced {ROUNDS} rounds on one stream: one winner a round, every loser told, nothing lost"
+        ),
         details,
     })
 }
@@ -656,9 +711,15 @@ async fn replay_in_order(client: &Client) -> Result<Check, VerifyError> {
     for (_, _, stream, version, _) in &whole {
         let expected = next.entry(stream.as_str()).or_insert(1);
         if *version != *expected {
-            return Ok(fail(NAME, format!("stream {stream} replays version {version} where version {expected} was due")));
+            return Ok(fail(
+                NAME,
+                format!("stream {stream} replays version {version} where version {expected} was due"),
+            ));
         }
         *expected += 1;
     }
-    Ok(pass(NAME, format!("{} streams replay from the start as versions 1, 2, 3..., in batches or in one read", next.len())))
+    Ok(pass(
+        NAME,
+        format!("{} streams replay from the start as versions 1, 2, 3..., in batches or in one read", next.len()),
+    ))
 }

@@ -123,7 +123,12 @@ pub const SQLSTATE_EVENT_ID_REUSED: &str = "ES422";
 impl StoreError {
     /// Turns the server's error into the typed one, reading the contract's SQLSTATEs and the
     /// JSON in their DETAIL.
-    pub fn from_db(source: tokio_postgres::Error, context: impl Into<String>, expected: ExpectedVersion, event_ids: &[Uuid]) -> StoreError {
+    pub fn from_db(
+        source: tokio_postgres::Error,
+        context: impl Into<String>,
+        expected: ExpectedVersion,
+        event_ids: &[Uuid],
+    ) -> StoreError {
         if let Some(db) = source.as_db_error() {
             let detail: serde_json::Value = db.detail().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
             match db.code().code() {

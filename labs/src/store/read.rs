@@ -60,7 +60,9 @@ impl FromStr for Checkpoint {
     fn from_str(s: &str) -> Result<Checkpoint, String> {
         let (xid, position) = s.split_once(':').ok_or_else(|| format!("checkpoint '{s}' is not 'xid:position'"))?;
         Ok(Checkpoint {
-            transaction_id: TransactionId(xid.parse().map_err(|_| format!("checkpoint '{s}': '{xid}' is not a transaction id"))?),
+            transaction_id: TransactionId(
+                xid.parse().map_err(|_| format!("checkpoint '{s}': '{xid}' is not a transaction id"))?,
+            ),
             position: position.parse().map_err(|_| format!("checkpoint '{s}': '{position}' is not a position"))?,
         })
     }
@@ -80,7 +82,11 @@ pub const READ_ALL_TYPED_SQL: &str = "
     LIMIT $3";
 
 /// Up to `max_count` events after `after` (None: from the start), behind the watermark.
-pub async fn read_all_after(client: &impl GenericClient, after: Option<&str>, max_count: i32) -> Result<Vec<RecordedEvent>, StoreError> {
+pub async fn read_all_after(
+    client: &impl GenericClient,
+    after: Option<&str>,
+    max_count: i32,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let from = match after {
         None => Checkpoint::default(),
         Some(text) => text.parse::<Checkpoint>().map_err(StoreError::BadCheckpoint)?,
@@ -105,7 +111,12 @@ pub async fn read_all_after(client: &impl GenericClient, after: Option<&str>, ma
 
 /// One stream's events from `from_version` on, in version order: what a command handler loads
 /// before deciding. Uses the unique (stream_id, version) index.
-pub async fn read_stream(client: &impl GenericClient, stream_id: &str, from_version: i64, max_count: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+pub async fn read_stream(
+    client: &impl GenericClient,
+    stream_id: &str,
+    from_version: i64,
+    max_count: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = client
         .query(
             "SELECT stream_id || '@' || version, event_id, stream_id, version, type, data, metadata

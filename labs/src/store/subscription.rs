@@ -63,16 +63,19 @@ impl Subscription {
         client
             .execute("INSERT INTO subscriptions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", &[&self.name])
             .await
-            .map_err(|source| StoreError::Database { context: format!("creating subscription {}", self.name), source })?;
+            .map_err(|source| StoreError::Database {
+                context: format!("creating subscription {}", self.name),
+                source,
+            })?;
         Ok(())
     }
 
     /// The stored checkpoint (None: nothing processed yet).
     pub async fn checkpoint(&self, client: &Client) -> Result<Option<String>, StoreError> {
-        let row = client
-            .query_opt("SELECT checkpoint FROM subscriptions WHERE name = $1", &[&self.name])
-            .await
-            .map_err(|source| StoreError::Database { context: format!("reading subscription {}", self.name), source })?;
+        let row =
+            client.query_opt("SELECT checkpoint FROM subscriptions WHERE name = $1", &[&self.name]).await.map_err(
+                |source| StoreError::Database { context: format!("reading subscription {}", self.name), source },
+            )?;
         Ok(row.and_then(|r| r.get(0)))
     }
 
@@ -83,7 +86,9 @@ impl Subscription {
         client: &mut Client,
         project: impl AsyncFnOnce(&Transaction<'_>, &[RecordedEvent]) -> Result<(), tokio_postgres::Error>,
     ) -> Result<Batch, StoreError> {
-        let db = |context: &'static str| move |source| StoreError::Database { context: format!("subscription {}: {context}", self.name), source };
+        let db = |context: &'static str| {
+            move |source| StoreError::Database { context: format!("subscription {}: {context}", self.name), source }
+        };
         let tx = client.transaction().await.map_err(db("BEGIN"))?;
         // No row lock and no write before the read: this transaction has no transaction id
         // until the projection writes, so it does not hold back its own watermark.
@@ -136,7 +141,9 @@ impl Subscription {
 
 /// A connection that LISTENs for the store's wake-ups. Each notification sends `()` on the
 /// receiver; the receiver closes when the connection ends.
-pub async fn listen(config: &tokio_postgres::Config) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
+pub async fn listen(
+    config: &tokio_postgres::Config,
+) -> Result<(Client, mpsc::UnboundedReceiver<()>), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (wake, wakeups) = mpsc::unbounded_channel();
     tokio::spawn(async move {

@@ -189,7 +189,10 @@ mod tests {
 
     #[test]
     fn row_locks_are_row_contention_and_busy_sessions_without_waits_are_cpu() {
-        let rows = [sample(1, 1_000.0, &[(Wait::Fsync, 5)]), sample(4, 1_050.0, &[(Wait::RowContention, 30), (Wait::Fsync, 5)])];
+        let rows = [
+            sample(1, 1_000.0, &[(Wait::Fsync, 5)]),
+            sample(4, 1_050.0, &[(Wait::RowContention, 30), (Wait::Fsync, 5)]),
+        ];
         assert_eq!(detect(&rows).unwrap().wall, Wait::RowContention);
         let cpu = [sample(1, 50_000.0, &[(Wait::Cpu, 10)]), sample(4, 52_000.0, &[(Wait::Cpu, 38), (Wait::Fsync, 2)])];
         assert_eq!(detect(&cpu).unwrap().wall, Wait::Cpu);

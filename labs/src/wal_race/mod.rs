@@ -23,7 +23,8 @@ pub fn saved_dir() -> PathBuf {
 }
 
 /// The files a race writes into its output directory, in this order.
-pub const RESULT_FILES: [&str; 6] = ["results.json", "results.csv", "race.txt", "throughput.svg", "wal-per-event.svg", "PROVENANCE.md"];
+pub const RESULT_FILES: [&str; 6] =
+    ["results.json", "results.csv", "race.txt", "throughput.svg", "wal-per-event.svg", "PROVENANCE.md"];
 
 /// Every rendering of a report, by file name: what `--out` writes, and what a saved set must hold.
 pub fn renderings(report: &RaceReport, command: &str) -> Vec<(&'static str, String)> {
@@ -59,5 +60,7 @@ pub fn read_results(dir: &Path) -> Result<RaceReport, String> {
 /// The command that measured a saved result set, from its PROVENANCE.md.
 pub fn saved_command(dir: &Path) -> Option<String> {
     let provenance = std::fs::read_to_string(dir.join("PROVENANCE.md")).ok()?;
-    provenance.lines().find_map(|l| l.strip_prefix("- Command: `").and_then(|c| c.strip_suffix('`')).map(str::to_string))
+    provenance
+        .lines()
+        .find_map(|l| l.strip_prefix("- Command: `").and_then(|c| c.strip_suffix('`')).map(str::to_string))
 }

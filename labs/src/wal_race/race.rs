@@ -137,7 +137,12 @@ const SETTINGS: [&str; 9] = [
 
 /// Runs the race. `stop` ends it early (Ctrl-C): the point in progress is dropped, the points
 /// measured so far are reported.
-pub async fn run(server: &Server, options: &RaceOptions, stop: &AtomicBool, mut progress: impl FnMut(Progress)) -> Result<RaceReport, RaceError> {
+pub async fn run(
+    server: &Server,
+    options: &RaceOptions,
+    stop: &AtomicBool,
+    mut progress: impl FnMut(Progress),
+) -> Result<RaceReport, RaceError> {
     let admin = server.connect().await?;
     let version: String = admin.query_one("SHOW server_version", &[]).await.map_err(db("SHOW server_version"))?.get(0);
     let has_stat_wal: bool = admin
@@ -211,7 +216,8 @@ pub fn summarize(strategies: &[Strategy], points: &[Point]) -> Vec<StrategyResul
 async fn provenance(server: &Server, admin: &Client, version: &str) -> Result<Provenance, RaceError> {
     let mut settings = BTreeMap::new();
     for name in SETTINGS {
-        let value: String = admin.query_one(&format!("SHOW {name}"), &[]).await.map_err(db(format!("SHOW {name}")))?.get(0);
+        let value: String =
+            admin.query_one(&format!("SHOW {name}"), &[]).await.map_err(db(format!("SHOW {name}")))?.get(0);
         settings.insert(name.to_string(), value);
     }
     let recorded_at: String = admin
@@ -221,11 +227,17 @@ async fn provenance(server: &Server, admin: &Client, version: &str) -> Result<Pr
         .get(0);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|kib| kib.parse::<u64>().ok())
         .map(|kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|k| format!("Linux {}", k.trim())).unwrap_or_else(|_| std::env::consts::OS.into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| format!("Linux {}", k.trim()))
+        .unwrap_or_else(|_| std::env::consts::OS.into());
     let backend = match server.backend() {
         crate::pg::Backend::Local => "local binaries".to_string(),
         crate::pg::Backend::Container => "container".to_string(),
@@ -290,7 +302,8 @@ async fn run_point(
     for w in 0..writers {
         let client = server.connect().await?;
         pids.push(client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(db("pg_backend_pid"))?.get(0));
-        let writer = Writer::new(client, w, strategy).await.map_err(db(format!("preparing writer {w} of {}", strategy.id())))?;
+        let writer =
+            Writer::new(client, w, strategy).await.map_err(db(format!("preparing writer {w} of {}", strategy.id())))?;
         sessions.push(writer);
     }
     let sampler = server.connect().await?;
@@ -327,7 +340,8 @@ async fn run_point(
             .await
             .map_err(db("sampling pg_stat_activity"))?;
         for r in &rows {
-            let class = Wait::classify(r.get::<_, Option<&str>>(0), r.get::<_, Option<&str>>(1), r.get::<_, Option<&str>>(2));
+            let class =
+                Wait::classify(r.get::<_, Option<&str>>(0), r.get::<_, Option<&str>>(1), r.get::<_, Option<&str>>(2));
             *waits.entry(class).or_default() += 1;
         }
         if last_report.elapsed() >= Duration::from_millis(250) {

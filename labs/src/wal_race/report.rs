@@ -31,7 +31,8 @@ fn top_wait(point: &Point) -> String {
 pub fn strategies_text() -> String {
     let mut out = String::new();
     for s in super::strategy::ALL {
-        out += &format!("{:<17} {:<12} {}\n", s.id(), if s.durable() { "durable" } else { "NOT DURABLE" }, s.describe());
+        out +=
+            &format!("{:<17} {:<12} {}\n", s.id(), if s.durable() { "durable" } else { "NOT DURABLE" }, s.describe());
     }
     out
 }
@@ -50,7 +51,12 @@ pub struct Summary {
 }
 
 pub fn median_wal_per_event(report: &RaceReport, strategy: Strategy) -> Option<f64> {
-    let mut v: Vec<f64> = report.points.iter().filter(|p| p.strategy == strategy && p.events > 0).map(|p| p.wal_bytes_per_event).collect();
+    let mut v: Vec<f64> = report
+        .points
+        .iter()
+        .filter(|p| p.strategy == strategy && p.events > 0)
+        .map(|p| p.wal_bytes_per_event)
+        .collect();
     if v.is_empty() {
         return None;
     }
@@ -73,7 +79,8 @@ pub fn summary(report: &RaceReport) -> Summary {
         .collect();
     best.sort_by(|a, b| b.2.total_cmp(&a.2));
     let copy = best.iter().find(|b| b.0 == Strategy::Copy).map(|b| b.2);
-    let best_durable_vs_copy = copy.and_then(|c| best.iter().find(|b| b.0 != Strategy::Copy && b.0.durable()).map(|b| (b.0, b.2 / c)));
+    let best_durable_vs_copy =
+        copy.and_then(|c| best.iter().find(|b| b.0 != Strategy::Copy && b.0.durable()).map(|b| (b.0, b.2 / c)));
     let durable: Vec<f64> = best.iter().filter(|b| b.0.durable()).map(|b| b.2).collect();
     let throughput_spread = match (durable.first(), durable.last()) {
         (Some(hi), Some(lo)) if *lo > 0.0 && durable.len() > 1 => Some(hi / lo),
@@ -85,7 +92,10 @@ pub fn summary(report: &RaceReport) -> Summary {
         .filter(|s| s.strategy.durable() && s.strategy != Strategy::ExtraIndexes)
         .filter_map(|s| median_wal_per_event(report, s.strategy))
         .collect();
-    let wal_spread = match (wal.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))), wal.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))))) {
+    let wal_spread = match (
+        wal.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+        wal.iter().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x)))),
+    ) {
         (Some(hi), Some(lo)) if lo > 0.0 && wal.len() > 1 => Some(hi / lo),
         _ => None,
     };
@@ -149,7 +159,11 @@ impl RaceReport {
             out += &format!("Fastest: {} at {w} writers, {} events/s.\n", fastest.id(), thousands(*eps));
         }
         if let Some((s, ratio)) = summary.best_durable_vs_copy {
-            out += &format!("Fastest durable strategy other than copy: {}, {:.0}% of copy's best.\n", s.id(), ratio * 100.0);
+            out += &format!(
+                "Fastest durable strategy other than copy: {}, {:.0}% of copy's best.\n",
+                s.id(),
+                ratio * 100.0
+            );
         }
         if let (Some(t), Some(w)) = (summary.throughput_spread, summary.wal_spread) {
             out += &format!(
@@ -196,7 +210,9 @@ impl RaceReport {
     /// Markdown for PROVENANCE.md beside a saved result set.
     pub fn provenance_markdown(&self, command: &str) -> String {
         let p = &self.provenance;
-        let mut out = String::from("# Provenance of this result set\n\nWritten by the lab with the results; do not edit by hand.\n\n");
+        let mut out = String::from(
+            "# Provenance of this result set\n\nWritten by the lab with the results; do not edit by hand.\n\n",
+        );
         out += &format!("- Command: `{command}`\n");
         out += &format!("- Recorded: {}\n", p.recorded_at);
         out += &format!("- Server: {} ({})\n", p.postgres, p.backend);

@@ -157,7 +157,8 @@ fn payload(n: u64) -> serde_json::Value {
     })
 }
 
-const INSERT_ONE: &str = "INSERT INTO race_events (event_id, stream_id, version, type, data) VALUES ($1, $2, $3, $4, $5)";
+const INSERT_ONE: &str =
+    "INSERT INTO race_events (event_id, stream_id, version, type, data) VALUES ($1, $2, $3, $4, $5)";
 
 impl Writer {
     pub async fn new(client: Client, writer: usize, strategy: Strategy) -> Result<Writer, tokio_postgres::Error> {
@@ -166,11 +167,15 @@ impl Writer {
             client.batch_execute("SET synchronous_commit = off").await?;
         }
         let single = match strategy {
-            Strategy::RowPerTx | Strategy::RowPerTxAsync | Strategy::RowsOneTx | Strategy::Pipelined => Some(client.prepare(INSERT_ONE).await?),
+            Strategy::RowPerTx | Strategy::RowPerTxAsync | Strategy::RowsOneTx | Strategy::Pipelined => {
+                Some(client.prepare(INSERT_ONE).await?)
+            }
             _ => None,
         };
         let multi = match strategy {
-            Strategy::MultiRow | Strategy::Unlogged | Strategy::ExtraIndexes => Some(client.prepare(&multi_row_sql(strategy.table())).await?),
+            Strategy::MultiRow | Strategy::Unlogged | Strategy::ExtraIndexes => {
+                Some(client.prepare(&multi_row_sql(strategy.table())).await?)
+            }
             _ => None,
         };
         Ok(Writer { client, writer, next: 0, rng: Rng(writer as u64 * 7919 + 1), single, multi })
@@ -206,8 +211,10 @@ impl Writer {
             Strategy::Pipelined => {
                 let statement = self.single.clone().expect("prepared in new()");
                 let rows: Vec<_> = (0..BATCH).map(|_| self.event()).collect();
-                let params: Vec<[&(dyn ToSql + Sync); 5]> =
-                    rows.iter().map(|(id, stream, version, data)| [id as &(dyn ToSql + Sync), stream, version, &KIND, data]).collect();
+                let params: Vec<[&(dyn ToSql + Sync); 5]> = rows
+                    .iter()
+                    .map(|(id, stream, version, data)| [id as &(dyn ToSql + Sync), stream, version, &KIND, data])
+                    .collect();
                 let transaction = self.client.transaction().await?;
                 // Issued together: tokio-postgres sends them all before reading any reply.
                 try_join_all(params.iter().map(|p| transaction.execute(&statement, p))).await?;
@@ -227,8 +234,12 @@ impl Writer {
             }
             Strategy::Copy => {
                 let rows: Vec<_> = (0..COPY_ROWS).map(|_| self.event()).collect();
-                let sink = self.client.copy_in("COPY race_events (event_id, stream_id, version, type, data) FROM STDIN (FORMAT binary)").await?;
-                let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB]);
+                let sink = self
+                    .client
+                    .copy_in("COPY race_events (event_id, stream_id, version, type, data) FROM STDIN (FORMAT binary)")
+                    .await?;
+                let writer =
+                    BinaryCopyInWriter::new(sink, &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB]);
                 pin_mut!(writer);
                 for (id, stream, version, data) in &rows {
                     writer.as_mut().write(&[id, stream, version, &"PaymentCaptured", data]).await?;
@@ -238,7 +249,8 @@ impl Writer {
             }
             Strategy::StoreAppend => {
                 let (id, stream, version, data) = self.event();
-                let expected = if version == 1 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version - 1) };
+                let expected =
+                    if version == 1 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version - 1) };
                 store::append(&self.client, &stream, expected, &[NewEvent::new(id, "PaymentCaptured", data)]).await?;
                 Ok(1)
             }
@@ -247,9 +259,17 @@ impl Writer {
                 for _ in 0..COPY_ROWS {
                     let (id, stream, version, data) = self.event();
                     if version == 1 {
-                        appends.push(StreamAppend { stream_id: stream, expected: ExpectedVersion::NoStream, events: Vec::new() });
+                        appends.push(StreamAppend {
+                            stream_id: stream,
+                            expected: ExpectedVersion::NoStream,
+                            events: Vec::new(),
+                        });
                     }
-                    appends.last_mut().expect("each stream starts at version 1").events.push(NewEvent::new(id, "PaymentCaptured", data));
+                    appends.last_mut().expect("each stream starts at version 1").events.push(NewEvent::new(
+                        id,
+                        "PaymentCaptured",
+                        data,
+                    ));
                 }
                 store::append_bulk(&mut self.client, &appends).await?;
                 Ok(COPY_ROWS as u64)
@@ -286,8 +306,9 @@ impl Writer {
 }
 
 fn multi_row_sql(table: &str) -> String {
-    let values: Vec<String> =
-        (0..BATCH).map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5)).collect();
+    let values: Vec<String> = (0..BATCH)
+        .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
+        .collect();
     format!("INSERT INTO {table} (event_id, stream_id, version, type, data) VALUES {}", values.join(", "))
 }
 
