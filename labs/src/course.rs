@@ -4,11 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::pg::Capability;
-
-/// The file, compiled in, so `labs list` works from any directory.
-pub const COURSE_TOML: &str = include_str!("../../course.toml");
-/// This cohort's settings, compiled in: the labs' defaults (the poll's myths) follow them.
-pub const COHORT_TOML: &str = include_str!("../../cohort.toml");
+use crate::settings::{locate, SettingsError};
 
 /// The core variant: `[course]`'s session and each activity's own minutes.
 pub const CORE: &str = "core";
@@ -61,13 +57,11 @@ struct CohortFile {
 }
 
 impl Cohort {
-    /// The cohort compiled into this binary, checked against the course.
-    pub fn load(course: &Course) -> Result<Cohort, String> {
-        Cohort::parse(COHORT_TOML, course)
-    }
-
-    pub fn parse(text: &str, course: &Course) -> Result<Cohort, String> {
-        let cohort = toml::from_str::<CohortFile>(text).map_err(|e| format!("cohort.toml: {e}"))?.cohort;
+    /// Parses and checks a cohort against the course; every problem names its field and line.
+    pub fn parse(text: &str, course: &Course) -> Result<Cohort, SettingsError> {
+        let cohort =
+            toml::from_str::<CohortFile>(text).map_err(|e| SettingsError::parse("cohort.toml", text, &e))?.cohort;
+        let at = |needle: &str| locate("cohort.toml", text, needle);
         let mut problems = Vec::new();
         let d: Vec<&str> = cohort.date.split('-').collect();
         let date_ok = d.len() == 3
@@ -78,28 +72,40 @@ impl Cohort {
             && (1..=12).contains(&d[1].parse::<u32>().unwrap_or(0))
             && (1..=31).contains(&d[2].parse::<u32>().unwrap_or(0));
         if !date_ok {
-            problems.push(format!("date = \"{}\" is not YYYY-MM-DD", cohort.date));
+            problems.push(format!("{}: date = \"{}\" is not YYYY-MM-DD", at("date"), cohort.date));
         }
         if cohort.variant != CORE && !course.variants.iter().any(|v| v.id == cohort.variant) {
             let ids: Vec<&str> = std::iter::once(CORE).chain(course.variants.iter().map(|v| v.id.as_str())).collect();
-            problems.push(format!("variant = \"{}\" is not one of: {}", cohort.variant, ids.join(", ")));
+            problems.push(format!(
+                "{}: variant = \"{}\" is not one of: {}",
+                at("variant"),
+                cohort.variant,
+                ids.join(", ")
+            ));
         }
         for id in &cohort.skip {
             if course.activity(id).is_none() {
                 let ids: Vec<&str> = course.activities.iter().map(|a| a.id.as_str()).collect();
-                problems.push(format!("skip names unknown activity '{id}'; the activities are: {}", ids.join(", ")));
+                problems.push(format!(
+                    "{}: skip names unknown activity '{id}'; the activities are: {}",
+                    at("skip"),
+                    ids.join(", ")
+                ));
             }
         }
         if cohort.skip.len() == course.activities.len() {
-            problems.push("skip leaves no activity to run".into());
+            problems.push(format!("{}: skip leaves no activity to run", at("skip")));
         }
         if cohort.poll.is_empty() && !cohort.skip.iter().any(|s| s == "mythbusting") {
-            problems.push("poll is empty: list the myths the poll uses (see `labs run mythbusting --list`)".into());
+            problems.push(format!(
+                "{}: poll is empty: list the myths the poll uses (see `labs run mythbusting --list`)",
+                at("poll")
+            ));
         }
         if problems.is_empty() {
             Ok(cohort)
         } else {
-            Err(format!("cohort.toml: {}", problems.join("; ")))
+            Err(SettingsError::Invalid { file: "cohort.toml".into(), problems })
         }
     }
 
@@ -166,14 +172,20 @@ impl Activity {
 }
 
 impl Course {
-    /// The course as compiled into this binary.
-    pub fn load() -> Course {
-        Course::parse(COURSE_TOML).expect("course.toml is checked by the tests")
-    }
-
-    pub fn parse(text: &str) -> Result<Course, String> {
-        let course: Course = toml::from_str(text).map_err(|e| format!("course.toml: {e}"))?;
-        course.validate()?;
+    /// Parses and checks the course; every problem names its field and line in course.toml.
+    pub fn parse(text: &str) -> Result<Course, SettingsError> {
+        let course: Course = toml::from_str(text).map_err(|e| SettingsError::parse("course.toml", text, &e))?;
+        let problems = course.problems();
+        if !problems.is_empty() {
+            let problems = problems
+                .into_iter()
+                .map(|(needle, problem)| match needle {
+                    Some(needle) => format!("{}: {problem}", locate("course.toml", text, &needle)),
+                    None => problem,
+                })
+                .collect();
+            return Err(SettingsError::Invalid { file: "course.toml".into(), problems });
+        }
         Ok(course)
     }
 
@@ -221,84 +233,97 @@ impl Course {
         self.variants.iter().find(|v| v.id == variant).map_or(self.course.session_minutes, |v| v.session_minutes)
     }
 
-    /// Checks the course adds up; each message names what to fix in course.toml.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut problems = Vec::new();
+    /// What does not add up, each with the text that finds its line in course.toml (the
+    /// field that is wrong) and what to fix.
+    fn problems(&self) -> Vec<(Option<String>, String)> {
+        let mut problems: Vec<(Option<String>, String)> = Vec::new();
+        let mut add = |needle: Option<String>, problem: String| problems.push((needle, problem));
         for (i, a) in self.activities.iter().enumerate() {
+            let at = Some(format!("id = \"{}\"", a.id));
             if a.materials.trim().is_empty() {
-                problems.push(format!(
-                    "activity '{}' says no `materials` (the run sheet's Materials column; \"none\" if none)",
-                    a.id
-                ));
+                add(
+                    at.clone(),
+                    format!(
+                        "activity '{}' says no `materials` (the run sheet's Materials column; \"none\" if none)",
+                        a.id
+                    ),
+                );
             }
             if a.number as usize != i + 1 {
-                problems.push(format!("activity '{}' has number {} but is listed as #{}", a.id, a.number, i + 1));
+                add(at.clone(), format!("activity '{}' has number {} but is listed as #{}", a.id, a.number, i + 1));
             }
             let used = self.segments.iter().filter(|s| s.activity.as_deref() == Some(a.id.as_str())).count();
             if used != 1 {
-                problems
-                    .push(format!("activity '{}' appears {used} times in the run sheet; it must appear once", a.id));
+                add(at, format!("activity '{}' appears {used} times in the run sheet; it must appear once", a.id));
             }
         }
         for s in &self.segments {
             match (&s.activity, &s.id) {
                 (Some(id), None) => {
+                    let at = Some(format!("activity = \"{id}\""));
                     if self.activity(id).is_none() {
-                        problems.push(format!("run sheet segment names unknown activity '{id}'"));
+                        add(at.clone(), format!("run sheet segment names unknown activity '{id}'"));
                     }
                     if s.minutes.is_some() || s.title.is_some() {
-                        problems.push(format!(
-                            "run sheet segment for '{id}' repeats minutes or title; they come from [[activity]]"
-                        ));
+                        add(
+                            at,
+                            format!(
+                                "run sheet segment for '{id}' repeats minutes or title; they come from [[activity]]"
+                            ),
+                        );
                     }
                 }
                 (None, Some(id)) => {
+                    let at = Some(format!("id = \"{id}\""));
                     if s.minutes.unwrap_or(0) == 0 || s.title.is_none() {
-                        problems.push(format!("run sheet segment '{id}' needs a title and minutes"));
+                        add(at.clone(), format!("run sheet segment '{id}' needs a title and minutes"));
                     }
                     if s.materials.as_deref().is_none_or(|m| m.trim().is_empty()) {
-                        problems.push(format!("run sheet segment '{id}' says no `materials` (\"none\" if none)"));
+                        add(at, format!("run sheet segment '{id}' says no `materials` (\"none\" if none)"));
                     }
                 }
-                _ => problems.push("each run sheet segment has either `activity` or `id`, not both or neither".into()),
+                _ => add(None, "each run sheet segment has either `activity` or `id`, not both or neither".into()),
             }
         }
         let total: u32 = self.run_sheet().iter().map(|(_, m, _)| m).sum();
         if total != self.course.session_minutes {
-            problems.push(format!(
-                "the run sheet adds up to {total} minutes, but session_minutes is {}",
-                self.course.session_minutes
-            ));
+            add(
+                Some("session_minutes".into()),
+                format!(
+                    "the run sheet adds up to {total} minutes, but session_minutes is {}",
+                    self.course.session_minutes
+                ),
+            );
         }
         for v in &self.variants {
+            let at = Some(format!("id = \"{}\"", v.id));
             if v.id == CORE {
-                problems.push("a [[variant]] cannot be called \"core\": that is [course] itself".into());
+                add(at.clone(), "a [[variant]] cannot be called \"core\": that is [course] itself".into());
             }
             for id in v.minutes.keys() {
                 if self.activity(id).is_none() {
-                    problems.push(format!("variant '{}' gives minutes to unknown activity '{id}'", v.id));
+                    add(at.clone(), format!("variant '{}' gives minutes to unknown activity '{id}'", v.id));
                 }
             }
             let total: u32 = self.run_sheet_of(&v.id).iter().map(|(_, m, _)| m).sum();
             if total != v.session_minutes {
-                problems.push(format!(
-                    "the {} run sheet adds up to {total} minutes, but its session_minutes is {}",
-                    v.id, v.session_minutes
-                ));
+                add(
+                    at,
+                    format!(
+                        "the {} run sheet adds up to {total} minutes, but its session_minutes is {}",
+                        v.id, v.session_minutes
+                    ),
+                );
             }
         }
         for s in &self.segments {
             for v in s.variants.iter().flatten() {
                 if !self.variants.iter().any(|known| &known.id == v) {
-                    problems.push(format!("a run sheet segment is marked for unknown variant '{v}'"));
+                    add(Some(format!("\"{v}\"")), format!("a run sheet segment is marked for unknown variant '{v}'"));
                 }
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("course.toml: {}", problems.join("; ")))
-        }
+        problems
     }
 }
 
@@ -306,10 +331,18 @@ impl Course {
 mod tests {
     use super::*;
 
+    // The frozen test kit (labs/tests/data/kit/README.md): a fork's own files cannot break these.
+    const COURSE_TOML: &str = include_str!("../tests/data/kit/course.toml");
+    const COHORT_TOML: &str = include_str!("../tests/data/kit/cohort.toml");
+
+    fn shipped() -> Course {
+        Course::parse(COURSE_TOML).unwrap()
+    }
+
     #[test]
     fn the_shipped_course_adds_up() {
         let course = Course::parse(COURSE_TOML).unwrap();
-        assert_eq!(course.activities.len(), 6);
+        assert_eq!(course.activities.len(), COURSE_TOML.matches("[[activity]]").count());
         let total: u32 = course.run_sheet().iter().map(|(_, m, _)| m).sum();
         assert_eq!(total, course.course.session_minutes);
     }
@@ -317,33 +350,47 @@ mod tests {
     #[test]
     fn a_run_sheet_that_does_not_add_up_is_rejected() {
         let broken = COURSE_TOML.replace("session_minutes = 90", "session_minutes = 60");
-        let err = Course::parse(&broken).unwrap_err();
+        let err = Course::parse(&broken).unwrap_err().to_string();
         assert!(err.contains("adds up to 90 minutes, but session_minutes is 60"), "{err}");
     }
 
     #[test]
+    fn the_repository_course_and_cohort_are_valid() {
+        let course = Course::parse(include_str!("../../course.toml")).unwrap();
+        Cohort::parse(include_str!("../../cohort.toml"), &course).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_line_of_the_field() {
+        let broken = COURSE_TOML.replacen("[[segment]]\nactivity = \"outage\"\n", "", 1);
+        let line = broken.lines().position(|l| l == "id = \"outage\"").unwrap() + 1;
+        let err = Course::parse(&broken).unwrap_err().to_string();
+        assert!(err.contains(&format!("course.toml:{line}: activity 'outage' appears 0 times")), "{err}");
+    }
+
+    #[test]
     fn every_variant_adds_up_and_the_shipped_cohort_is_valid() {
-        let course = Course::load();
+        let course = shipped();
         for v in &course.variants {
             let total: u32 = course.run_sheet_of(&v.id).iter().map(|(_, m, _)| m).sum();
             assert_eq!(total, v.session_minutes, "{}", v.id);
         }
-        Cohort::load(&course).unwrap();
+        Cohort::parse(COHORT_TOML, &course).unwrap();
     }
 
     #[test]
     fn a_half_day_that_does_not_add_up_is_rejected() {
         let broken = COURSE_TOML.replace("session_minutes = 210", "session_minutes = 200");
-        let err = Course::parse(&broken).unwrap_err();
+        let err = Course::parse(&broken).unwrap_err().to_string();
         assert!(err.contains("the half-day run sheet adds up to 210 minutes, but its session_minutes is 200"), "{err}");
     }
 
     #[test]
     fn bad_cohort_settings_are_named() {
-        let course = Course::load();
+        let course = shipped();
         let bad =
             "[cohort]\ntitle = \"x\"\ndate = \"27/11/2026\"\nvariant = \"weekend\"\npoll = []\nskip = [\"juggling\"]\n";
-        let err = Cohort::parse(bad, &course).unwrap_err();
+        let err = Cohort::parse(bad, &course).unwrap_err().to_string();
         assert!(err.contains("date = \"27/11/2026\" is not YYYY-MM-DD"), "{err}");
         assert!(err.contains("variant = \"weekend\" is not one of: core, half-day"), "{err}");
         assert!(err.contains("skip names unknown activity 'juggling'"), "{err}");
@@ -352,8 +399,8 @@ mod tests {
 
     #[test]
     fn a_skipped_activity_keeps_its_minutes_as_open_lab_time() {
-        let course = Course::load();
-        let mut cohort = Cohort::load(&course).unwrap();
+        let course = shipped();
+        let mut cohort = Cohort::parse(COHORT_TOML, &course).unwrap();
         cohort.variant = CORE.into();
         cohort.skip = vec!["outage".into()];
         let sheet = course.run_sheet_for(&cohort);
@@ -366,14 +413,14 @@ mod tests {
     #[test]
     fn a_segment_without_materials_is_named() {
         let broken = COURSE_TOML.replacen("materials = \"None.\"\n", "", 1);
-        let err = Course::parse(&broken).unwrap_err();
+        let err = Course::parse(&broken).unwrap_err().to_string();
         assert!(err.contains("run sheet segment 'break' says no `materials`"), "{err}");
     }
 
     #[test]
     fn an_activity_missing_from_the_run_sheet_is_rejected() {
         let broken = COURSE_TOML.replacen("[[segment]]\nactivity = \"outage\"\n", "", 1);
-        let err = Course::parse(&broken).unwrap_err();
+        let err = Course::parse(&broken).unwrap_err().to_string();
         assert!(err.contains("'outage' appears 0 times"), "{err}");
     }
 }

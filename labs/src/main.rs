@@ -1,27 +1,31 @@
 //! The `labs` command: the attendee's and facilitator's entry point to every lab.
-//! Errors end here as one readable message (anyhow); the library's errors are typed.
+//!
+//! It parses the command line, finds the lab in the registry (`labs::LABS`), runs it with a
+//! [`Ctx`], handles signals (every server is removed however the run ends), and prints the
+//! report as text or JSON. The labs themselves live in the library; nothing here knows one.
 
+use std::future::Future;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
 
-use labs::course::{Course, Status};
-use labs::log_sleuth::{self, generate::Difficulty, Reader};
+use labs::course::Status;
+use labs::lab::{self, AnyLab, Ctx, ExerciseFile, Rendered};
+use labs::log_sleuth::generate::Difficulty;
 use labs::pg::{self, Backend, DockerEngine, ProviderConfig, Server};
-use labs::schema_sketch::{self, check::Handler};
-use labs::store;
+use labs::settings::Settings;
+use labs::{store, Exit, LabError, LABS};
 
 #[derive(Parser)]
 #[command(
     name = "labs",
     version,
-    about = "Labs for 'Designing High-Throughput Event Sourcing Systems with PostgreSQL'"
+    about = "Labs for 'Designing High-Throughput Event Sourcing Systems with PostgreSQL'",
+    after_help = Exit::HELP
 )]
 struct Cli {
     /// Where the PostgreSQL server comes from (default: auto, or LABS_PG).
@@ -33,43 +37,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the activities, their minutes and what each lab needs.
+    /// List the activities: minutes (this cohort's variant), status, what each lab needs, its exercise.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Run an activity's lab against a fresh PostgreSQL server.
-    Run {
-        /// Activity id, e.g. log-sleuth (see `labs list`).
-        lab: String,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// List what the lab can run (wal-race: strategies; mythbusting: myths; outage:
-        /// scenarios) and exit, without a server.
-        #[arg(long)]
-        list: bool,
-        #[command(flatten)]
-        race: RaceArgs,
-        #[command(flatten)]
-        myths: MythArgs,
-        #[command(flatten)]
-        outage: OutageArgs,
-    },
+    /// Run an activity's lab against a fresh PostgreSQL server (`labs run <id> --help`: its options).
+    Run(RunCommand),
     /// Check your exercise for an activity: fails until it is solved.
     Check {
+        /// Activity id, e.g. log-sleuth (see `labs list`).
         lab: String,
-        /// Check the reference solution instead of your exercise.
-        #[arg(long)]
+        /// Check this file instead of the kit's exercises/<activity>/… file.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Check the reference solution (in a checkout; the attendee bundle has none).
+        #[arg(long, conflicts_with = "file")]
         solution: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Check this machine: toolchain, Docker or local PostgreSQL, and that a server starts.
+    /// Check this machine: where the kit's files come from, Docker or local PostgreSQL, and that a
+    /// server starts (its version, and how long it took).
     Doctor {
         #[arg(long)]
         json: bool,
     },
+    /// Remove servers, directories and containers left by a labs process that was killed.
+    Clean,
+    /// Exercise files: `labs exercises init` writes fresh copies.
+    #[command(subcommand)]
+    Exercises(Exercises),
     /// Activity 1 tools: audit and generate event logs.
     #[command(subcommand)]
     Sleuth(Sleuth),
@@ -81,52 +79,49 @@ enum Command {
     Bench(Bench),
 }
 
-/// Options of `labs run wal-race` (activity 4).
-#[derive(clap::Args)]
-struct RaceArgs {
-    /// wal-race: the short race, under a minute (1, 4 and 16 writers, 0.7 s a point).
-    #[arg(long, help_heading = "wal-race")]
-    quick: bool,
-    /// wal-race: only these strategies, comma-separated (see --list).
-    #[arg(long, value_delimiter = ',', help_heading = "wal-race")]
-    strategies: Vec<String>,
-    /// wal-race: writer counts, comma-separated (default 1,2,4,8,16).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64), help_heading = "wal-race")]
-    writers: Vec<u16>,
-    /// wal-race: seconds per point (default 2.5).
-    #[arg(long, allow_negative_numbers = true, help_heading = "wal-race")]
-    seconds: Option<f64>,
-    /// wal-race: where to write results.json, results.csv, race.txt and the SVG charts.
-    #[arg(long, default_value = "target/wal-race", help_heading = "wal-race")]
-    out: PathBuf,
-    /// wal-race: no server; show the saved result set (fixtures/04-wal-race/saved) instead.
-    #[arg(long, help_heading = "wal-race")]
-    saved: bool,
+/// `labs run <lab> …`: one subcommand per registered lab, each with its own flags, so clap
+/// rejects a flag the lab does not take.
+struct RunCommand {
+    lab: &'static dyn AnyLab,
+    json: bool,
+    matches: ArgMatches,
 }
 
-impl RaceArgs {
-    fn given(&self) -> bool {
-        self.quick || !self.strategies.is_empty() || !self.writers.is_empty() || self.seconds.is_some() || self.saved
+impl FromArgMatches for RunCommand {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let (id, sub) =
+            matches.subcommand().ok_or_else(|| clap::Error::new(clap::error::ErrorKind::MissingSubcommand))?;
+        let lab = lab::find(id).ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
+        Ok(RunCommand { lab, json: sub.get_flag("json"), matches: sub.clone() })
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
-/// Options of `labs run mythbusting` (activity 2).
-#[derive(clap::Args)]
-struct MythArgs {
-    /// mythbusting: run this myth's demonstration (repeatable; default: the poll's three).
-    #[arg(long = "myth", value_name = "ID", help_heading = "mythbusting")]
-    ids: Vec<String>,
-    /// mythbusting: print the poll's questions as CSV for a poll tool, and exit (no server).
-    #[arg(long, help_heading = "mythbusting")]
-    poll_csv: bool,
+impl Args for RunCommand {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let json =
+            clap::Arg::new("json").long("json").action(clap::ArgAction::SetTrue).help("Print the report as JSON");
+        cmd.subcommand_required(true)
+            .subcommand_value_name("ACTIVITY")
+            .subcommands(LABS.iter().map(|lab| lab.command().arg(json.clone())))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
-/// Options of `labs run outage` (activity 5).
-#[derive(clap::Args)]
-struct OutageArgs {
-    /// outage: which failure to stage (default frozen-wal-writer; see --list).
-    #[arg(long, value_name = "ID", help_heading = "outage")]
-    scenario: Option<String>,
+#[derive(Subcommand)]
+enum Exercises {
+    /// Write fresh exercise files (exercises/<activity>/…) into DIR (default: the kit's directory,
+    /// or the current one). Existing files are kept unless --force.
+    Init {
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,15 +144,21 @@ enum Bench {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
         runs: u16,
         /// Multiplies every shape's event count (0.1 for a quick look, 1 by default).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, value_parser = scale)]
         scale: f64,
-        /// Only these shapes (and their ceilings), comma-separated: copy, bulk, insert-16,
-        /// append-1, append-16, batch100-1, batch100-4, read-naive, read-watermark.
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
+        /// Only these shapes (and their ceilings), comma-separated.
+        #[arg(long, value_delimiter = ',', value_enum)]
+        only: Vec<store::bench::Shape>,
         #[arg(long)]
         json: bool,
     },
+}
+
+fn scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 100.0 => Ok(s),
+        _ => Err(format!("must be above 0 and at most 100, not {text}")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -182,93 +183,395 @@ enum Sleuth {
         difficulty: Difficulty,
         /// Number of payments (four events each) instead of the difficulty's, e.g. 250000 for
         /// a million-line log to benchmark the audit.
-        #[arg(long)]
-        payments: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        payments: Option<u64>,
         /// Overwrite files that already exist.
         #[arg(long)]
         force: bool,
     },
 }
 
-/// Exit codes: 0 done, 1 failed (an error, or a check that did not pass), 2 bad usage (clap),
-/// 3 the activity has no lab or exercise yet, 130 interrupted.
-const EXIT_NOT_AVAILABLE: u8 = 3;
-const EXIT_INTERRUPTED: u8 = 130;
-
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Die quietly when stdout is closed early (`labs run --json | head`), like other Unix tools.
-    // SAFETY: resetting a signal disposition at startup, before any thread writes to stdout.
+    // SAFETY: resetting a signal disposition at startup, before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    match dispatch(cli).await {
-        Ok(code) => code,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `labs run <unknown>`: name the activities, as `labs check <unknown>` does.
+        Err(e)
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand
+                && std::env::args().nth(1).as_deref() == Some("run") =>
+        {
+            let unknown = e.get(clap::error::ContextKind::InvalidSubcommand).map(|v| v.to_string()).unwrap_or_default();
+            let ids: Vec<&str> = LABS.iter().map(|lab| lab.id()).collect();
+            eprintln!("error: unknown activity '{unknown}'; the activities are: {}", ids.join(", "));
+            return ExitCode::from(Exit::Usage.code());
+        }
+        // Help and version print and exit 0; usage errors exit 2.
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::CouldNotRun.code());
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+/// How a signal ends the command: what to say, and the exit code shells report for it.
+#[derive(Clone, Copy)]
+enum Interruption {
+    Int,
+    Term,
+    Hup,
+}
+
+impl Interruption {
+    fn code(self) -> u8 {
+        match self {
+            Interruption::Int => 130,
+            Interruption::Term => 143,
+            Interruption::Hup => 129,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Interruption::Int => "interrupted (Ctrl-C)",
+            Interruption::Term => "terminated (SIGTERM)",
+            Interruption::Hup => "hung up (SIGHUP)",
         }
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let course = Course::load();
-    match cli.command {
-        Command::List { json } => list(&course, json),
-        Command::Run { lab, json, list, race, myths, outage } => {
-            if race.given() && lab != "wal-race" {
-                bail!("--quick, --strategies, --writers, --seconds and --saved are options of `labs run wal-race`, not of {lab}");
-            }
-            if (!myths.ids.is_empty() || myths.poll_csv) && lab != "mythbusting" {
-                bail!("--myth and --poll-csv are options of `labs run mythbusting`, not of {lab}");
-            }
-            if outage.scenario.is_some() && lab != "outage" {
-                bail!("--scenario is an option of `labs run outage`, not of {lab}");
-            }
-            match lab.as_str() {
-                "wal-race" => run_wal_race(&course, race, list, json, cli.pg).await,
-                "mythbusting" => run_mythbusting(&course, myths, list, json, cli.pg).await,
-                "outage" => run_outage(&course, outage, list, json, cli.pg).await,
-                _ if list => bail!("--list is an option of wal-race, mythbusting and outage, not of {lab}"),
-                _ => run(&course, &lab, json, cli.pg).await,
-            }
+/// SIGINT, SIGTERM and SIGHUP, registered before anything starts, so none falls through to the
+/// default action (exit at once, servers left running).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Interruption {
+        tokio::select! {
+            _ = self.int.recv() => Interruption::Int,
+            _ = self.term.recv() => Interruption::Term,
+            _ = self.hup.recv() => Interruption::Hup,
         }
-        Command::Check { lab, solution, json } => check(&course, &lab, solution, json, cli.pg).await,
-        Command::Doctor { json } => doctor(cli.pg, json).await,
+    }
+}
+
+fn report_error(e: &LabError) {
+    eprintln!("error: {e}");
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    let mut signals = match Signals::register() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return ExitCode::from(Exit::CouldNotRun.code());
+        }
+    };
+    match command(cli, &mut signals).await {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(Outcome::Failed(e)) => {
+            report_error(&e);
+            ExitCode::from(e.exit().code())
+        }
+        Err(Outcome::Interrupted(i)) => ExitCode::from(i.code()),
+    }
+}
+
+/// How a command ended other than normally.
+enum Outcome {
+    Failed(LabError),
+    Interrupted(Interruption),
+}
+
+impl From<LabError> for Outcome {
+    fn from(e: LabError) -> Outcome {
+        Outcome::Failed(e)
+    }
+}
+
+fn failed(e: impl Into<LabError>) -> Outcome {
+    Outcome::Failed(e.into())
+}
+
+/// Runs `work` under the signal guard, as one lab step.
+async fn step<T>(
+    signals: &mut Signals,
+    ctx: Option<&Ctx>,
+    winds_down: bool,
+    work: impl Future<Output = Result<T, LabError>>,
+) -> Result<T, Outcome> {
+    match guarded(signals, ctx, winds_down, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Outcome::Failed(e)),
+        Err(interruption) => Err(Outcome::Interrupted(interruption)),
+    }
+}
+
+/// Runs `work` until it ends or a signal abandons it. A lab that winds down gets the first
+/// Ctrl-C as a request to finish its step and report; any other signal, or a second Ctrl-C,
+/// abandons it: the work is dropped, then every server, directory and container this process
+/// made is removed, and the command says what it removed.
+async fn guarded<T>(
+    signals: &mut Signals,
+    ctx: Option<&Ctx>,
+    winds_down: bool,
+    work: impl Future<Output = T>,
+) -> Result<T, Interruption> {
+    let mut work = std::pin::pin!(work);
+    let mut asked_to_stop = false;
+    let interruption = loop {
+        tokio::select! {
+            result = &mut work => return Ok(result),
+            interruption = signals.next() => match (interruption, ctx) {
+                (Interruption::Int, Some(ctx)) if winds_down && !asked_to_stop => {
+                    asked_to_stop = true;
+                    ctx.stop_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+                    eprintln!("\ninterrupted: finishing the current step, then reporting what was measured (Ctrl-C again to abandon)");
+                }
+                (interruption, _) => break interruption,
+            },
+        }
+    };
+    drop(work);
+    eprintln!("{}: removing what this run started...", interruption.name());
+    for line in pg::reap_all().await {
+        eprintln!("  {line}");
+    }
+    eprintln!("{}: nothing of this run is left running", interruption.name());
+    Err(interruption)
+}
+
+fn settings() -> Result<Settings, Outcome> {
+    Settings::load().map_err(failed)
+}
+
+fn context(backend: Option<Backend>) -> Result<Ctx, Outcome> {
+    let settings = settings()?;
+    let provider = ProviderConfig::from_env(backend).map_err(failed)?;
+    Ok(Ctx::new(settings, provider))
+}
+
+async fn command(cli: Cli, signals: &mut Signals) -> Result<Exit, Outcome> {
+    match cli.command {
+        Command::List { json } => list(json),
+        Command::Run(run) => {
+            let ctx = context(cli.pg)?;
+            ready(&ctx, run.lab.id())?;
+            let rendered = step(signals, Some(&ctx), run.lab.winds_down(), run.lab.run(&run.matches, &ctx)).await?;
+            print(&rendered, run.json)
+        }
+        Command::Check { lab, file, solution, json } => {
+            let ctx = context(cli.pg)?;
+            let Some(found) = lab::find(&lab) else { return Err(unknown_activity(&ctx, &lab)) };
+            ready(&ctx, &lab)?;
+            let Some(exercise) = found.exercise() else {
+                eprintln!("activity '{lab}' has no exercise (`labs list` shows which do)");
+                return Ok(Exit::NoExercise);
+            };
+            let file = exercise_file(&ctx, &exercise, file, solution)?;
+            eprintln!("checking {}", file.shown);
+            let rendered = step(signals, Some(&ctx), false, found.check(&file, &ctx)).await?;
+            print(&rendered, json)
+        }
+        Command::Doctor { json } => doctor(cli.pg, json, signals).await,
+        Command::Clean => {
+            let removed = step(signals, None, false, async { Ok(pg::clean_leftovers().await?) }).await?;
+            if removed.is_empty() {
+                println!("nothing to clean: no leftovers of a killed labs process");
+            }
+            for line in removed {
+                println!("{line}");
+            }
+            Ok(Exit::Done)
+        }
+        Command::Exercises(Exercises::Init { dir, force }) => exercises_init(dir, force),
         Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
         Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => {
-            generate(seed, &out, difficulty, payments, force)
+            generate(seed, &out, difficulty, payments.map(|p| p as usize), force)
         }
-        Command::Schema(Schema::Verify { file, json }) => verify_schema(&file, json, cli.pg).await,
+        Command::Schema(Schema::Verify { file, json }) => {
+            let ctx = context(cli.pg)?;
+            let sql = std::fs::read_to_string(&file).map_err(|e| failed(LabError::file(&file, e)))?;
+            if sql.trim().is_empty() {
+                return Err(failed(LabError::Usage(format!(
+                    "{} is empty: start from fixtures/03-schema-sketch/my-schema.sql",
+                    file.display()
+                ))));
+            }
+            let name = file.display().to_string();
+            let work = ctx.with_server(&[], async |server| Ok(store::conformance::verify(server, &sql, &name).await?));
+            let report = step(signals, Some(&ctx), false, work).await?;
+            emit(json, &report, &report.to_string())?;
+            Ok(if report.passed { Exit::Done } else { Exit::CheckFailed })
+        }
         Command::Bench(Bench::Store { runs, scale, only, json }) => {
-            bench_store(runs as usize, scale, &only, json, cli.pg).await
+            let ctx = context(cli.pg)?;
+            let options = store::bench::BenchOptions { runs: runs as usize, scale, only };
+            let work = ctx.with_server(&[], async |server| {
+                Ok(store::bench::run(server, options, |step| eprintln!("{step}")).await?)
+            });
+            let report = step(signals, Some(&ctx), false, work).await?;
+            emit(json, &report, &report.to_string())?;
+            Ok(Exit::Done)
         }
     }
 }
 
-fn list(course: &Course, json: bool) -> Result<ExitCode> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&course.activities)?);
-        return Ok(ExitCode::SUCCESS);
+fn unknown_activity(ctx: &Ctx, id: &str) -> Outcome {
+    let ids: Vec<&str> = ctx.settings.course.activities.iter().map(|a| a.id.as_str()).collect();
+    failed(LabError::Usage(format!("unknown activity '{id}'; the activities are: {}", ids.join(", "))))
+}
+
+/// A registered lab whose activity is ready in this kit's course.toml (and not a draft).
+fn ready(ctx: &Ctx, id: &str) -> Result<(), Outcome> {
+    match ctx.settings.course.activity(id) {
+        None => Err(failed(LabError::Usage(format!(
+            "activity '{id}' has a lab in this build but is not in {}'s course.toml",
+            ctx.settings.kit.root().map_or("the built-in".into(), |r| r.display().to_string())
+        )))),
+        Some(a) if a.status == Status::Draft => {
+            Err(failed(LabError::Usage(format!("activity '{id}' is a draft in course.toml: its lab is not ready"))))
+        }
+        Some(_) => Ok(()),
     }
-    let cohort = labs::course::Cohort::load(course).map_err(anyhow::Error::msg)?;
-    let minutes_of = |id: &str| {
-        course
-            .run_sheet_of(&cohort.variant)
-            .into_iter()
-            .find(|(_, _, s)| s.activity.as_deref() == Some(id))
-            .map_or(0, |(_, m, _)| m)
+}
+
+/// Finds the exercise file to check: `--file`, the reference solution, or the kit's copy.
+fn exercise_file(
+    ctx: &Ctx,
+    exercise: &lab::Exercise,
+    file: Option<PathBuf>,
+    solution: bool,
+) -> Result<ExerciseFile, Outcome> {
+    let kit = &ctx.settings.kit;
+    let (relative, what) =
+        if solution { (exercise.solution_path(), "the reference solution") } else { (exercise.path(), "the exercise") };
+    let (path, shown) = match file {
+        Some(path) => {
+            let shown = path.display().to_string();
+            (path, shown)
+        }
+        None => match kit.root().map(|r| r.join(&relative)) {
+            Some(path) if path.is_file() => (path, relative.clone()),
+            _ if solution => {
+                return Err(failed(LabError::Usage(format!(
+                "{what} ({relative}) is not in this kit: the attendee bundle leaves solutions out; a checkout has them"
+            ))))
+            }
+            _ => {
+                return Err(failed(LabError::Usage(format!(
+                    "{relative} is not here{}: `labs exercises init` writes a fresh copy, or pass --file PATH",
+                    kit.root().map_or(String::new(), |r| format!(" (kit directory {})", r.display()))
+                ))))
+            }
+        },
     };
+    ExerciseFile::read(path, shown).map_err(failed)
+}
+
+/// Prints a report: JSON with `--json`, text otherwise. Returns its exit code.
+fn print(rendered: &Rendered, json: bool) -> Result<Exit, Outcome> {
+    if json {
+        let text = serde_json::to_string_pretty(&rendered.json).map_err(|e| failed(LabError::Script(e.to_string())))?;
+        println!("{text}");
+    } else {
+        print!("{}", rendered.text);
+    }
+    Ok(rendered.exit)
+}
+
+fn emit(json: bool, report: &impl serde::Serialize, text: &str) -> Result<(), Outcome> {
+    if json {
+        let value = serde_json::to_string_pretty(report).map_err(|e| failed(LabError::Script(e.to_string())))?;
+        println!("{value}");
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// One activity as `labs list` shows it, for people and machines alike.
+#[derive(serde::Serialize)]
+struct Listed {
+    number: u32,
+    id: String,
+    title: String,
+    /// Minutes in this cohort's variant.
+    minutes: u32,
+    status: &'static str,
+    needs: Vec<pg::Capability>,
+    lab: String,
+    /// The attendee's exercise file, if the activity has one.
+    exercise: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Listing {
+    course: String,
+    cohort: String,
+    date: String,
+    variant: String,
+    session_minutes: u32,
+    activities: Vec<Listed>,
+}
+
+fn list(json: bool) -> Result<Exit, Outcome> {
+    let settings = settings()?;
+    let (course, cohort) = (&settings.course, &settings.cohort);
+    let sheet = course.run_sheet_of(&cohort.variant);
+    let activities: Vec<Listed> = course
+        .activities
+        .iter()
+        .map(|a| Listed {
+            number: a.number,
+            id: a.id.clone(),
+            title: a.title.clone(),
+            minutes: sheet.iter().find(|(_, _, s)| s.activity.as_deref() == Some(&a.id)).map_or(0, |(_, m, _)| *m),
+            status: match a.status {
+                _ if !cohort.runs(&a.id) => "skipped",
+                Status::Ready => "ready",
+                Status::Draft => "draft",
+            },
+            needs: a.needs.clone(),
+            lab: a.lab.clone(),
+            exercise: lab::find(&a.id).and_then(|l| l.exercise()).map(|e| e.path()),
+        })
+        .collect();
+    let listing = Listing {
+        course: course.course.title.clone(),
+        cohort: cohort.title.clone(),
+        date: cohort.date.clone(),
+        variant: cohort.variant.clone(),
+        session_minutes: course.session_minutes(&cohort.variant),
+        activities,
+    };
+    if json {
+        emit(true, &listing, "")?;
+        return Ok(Exit::Done);
+    }
     println!(
         "{} ({} minutes, {} variant)\ncohort: {}, {} (cohort.toml)\n",
-        course.course.title,
-        course.session_minutes(&cohort.variant),
-        cohort.variant,
-        cohort.title,
-        cohort.date
+        listing.course, listing.session_minutes, listing.variant, listing.cohort, listing.date
     );
-    let needs: Vec<String> = course
+    let needs: Vec<String> = listing
         .activities
         .iter()
         .map(|a| {
@@ -281,535 +584,106 @@ fn list(course: &Course, json: bool) -> Result<ExitCode> {
         .collect();
     let width = needs.iter().map(String::len).max().unwrap_or(5).max(5);
     println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  lab", "#", "id", "min", "status", "needs");
-    for (a, needs) in course.activities.iter().zip(&needs) {
-        let status = match a.status {
-            _ if !cohort.runs(&a.id) => "skipped",
-            Status::Ready => "ready",
-            Status::Draft => "draft",
-        };
-        println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  {}", a.number, a.id, minutes_of(&a.id), status, needs, a.lab);
+    for (a, needs) in listing.activities.iter().zip(&needs) {
+        println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  {}", a.number, a.id, a.minutes, a.status, needs, a.lab);
+        if let Some(exercise) = &a.exercise {
+            println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  exercise: {exercise}", "", "", "", "", "");
+        }
     }
     println!("\nRun one with `labs run <id>`; check your exercise with `labs check <id>`.");
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }
 
-/// Finds a ready activity, or explains why it cannot run.
-fn ready_activity<'a>(course: &'a Course, id: &str) -> Result<Option<&'a labs::course::Activity>> {
-    let Some(activity) = course.activity(id) else {
-        let ids: Vec<&str> = course.activities.iter().map(|a| a.id.as_str()).collect();
-        bail!("unknown activity '{id}'; the activities are: {}", ids.join(", "));
+/// Writes fresh exercise files for every activity that has one.
+fn exercises_init(dir: Option<PathBuf>, force: bool) -> Result<Exit, Outcome> {
+    let settings = settings()?;
+    let dir = match dir {
+        Some(dir) => dir,
+        None => match settings.kit.root() {
+            Some(root) => root.to_path_buf(),
+            None => std::env::current_dir().map_err(|e| failed(LabError::file(".", e)))?,
+        },
     };
-    if activity.status == Status::Draft {
-        eprintln!("activity '{id}' is a draft: its lab is not written yet (see `labs list`)");
-        return Ok(None);
+    let mut written = 0;
+    for lab in LABS.iter() {
+        let Some(exercise) = lab.exercise() else { continue };
+        if !settings.cohort.runs(lab.id()) {
+            continue;
+        }
+        let path = dir.join(exercise.path());
+        if path.exists() && !force {
+            println!("kept    {} (exists; --force overwrites it)", path.display());
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| failed(LabError::file(parent, e)))?;
+        }
+        std::fs::write(&path, exercise.template).map_err(|e| failed(LabError::file(&path, e)))?;
+        println!("written {}", path.display());
+        written += 1;
     }
-    Ok(Some(activity))
+    println!("{written} exercise file(s) written; check one with `labs check <activity>`.");
+    Ok(Exit::Done)
 }
 
-/// Starts a server for a lab, printing progress, with the capabilities the activity needs.
-async fn start_server(backend: Option<Backend>, needs: &[pg::Capability]) -> Result<Server> {
-    let config = ProviderConfig::from_env(backend)?;
-    let started = Instant::now();
-    eprintln!("starting a fresh PostgreSQL ({} backend)...", config.backend);
-    let server = Server::start(&config, needs).await?;
-    eprintln!("server ready in {:.1} s: {}", started.elapsed().as_secs_f64(), server.describe());
-    Ok(server)
-}
-
-/// Runs `work` on a fresh server and always removes the server afterwards, also on Ctrl-C.
-/// Ctrl-C during the server's start lets the start finish (a few seconds at most) and then
-/// removes the server: killing initdb, pg_ctl or a container half-way would leave pieces behind.
-async fn with_server<T>(
-    backend: Option<Backend>,
-    needs: &[pg::Capability],
-    work: impl for<'s> AsyncFnOnce(&'s mut Server) -> Result<T>,
-) -> Result<Option<T>> {
-    with_server_stoppable(backend, needs, None, work).await
-}
-
-/// As [`with_server`]; with `stop`, the first Ctrl-C during the work sets it and lets the work
-/// wind down and report (a second Ctrl-C abandons it).
-async fn with_server_stoppable<T>(
-    backend: Option<Backend>,
-    needs: &[pg::Capability],
-    stop: Option<Arc<AtomicBool>>,
-    work: impl for<'s> AsyncFnOnce(&'s mut Server) -> Result<T>,
-) -> Result<Option<T>> {
-    // Registered before anything starts, so no Ctrl-C falls through to the default (exit at once).
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let start = start_server(backend, needs);
-    tokio::pin!(start);
-    let mut interrupted = false;
-    let mut server = loop {
-        tokio::select! {
-            server = &mut start => break server?,
-            _ = sigint.recv(), if !interrupted => {
-                interrupted = true;
-                eprintln!("interrupted: removing the server as soon as it has started...");
-            }
-        }
-    };
-    let outcome = if interrupted {
-        None
-    } else {
-        let work = work(&mut server);
-        tokio::pin!(work);
-        let mut asked_to_stop = false;
-        loop {
-            tokio::select! {
-                result = &mut work => break Some(result),
-                _ = sigint.recv() => match &stop {
-                    Some(flag) if !asked_to_stop => {
-                        asked_to_stop = true;
-                        flag.store(true, Ordering::SeqCst);
-                        eprintln!("\ninterrupted: finishing the current step, then reporting what was measured (Ctrl-C again to abandon)");
-                    }
-                    _ => break None,
-                },
-            }
-        }
-    };
-    if let Err(e) = server.shutdown().await {
-        eprintln!("warning: the server was not removed cleanly: {e}");
-    }
-    match outcome {
-        Some(result) => result.map(Some),
-        None => {
-            eprintln!("interrupted: the server and its files are removed");
-            Ok(None)
-        }
-    }
-}
-
-async fn run(course: &Course, lab: &str, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
-    let Some(activity) = ready_activity(course, lab)? else { return Ok(ExitCode::from(EXIT_NOT_AVAILABLE)) };
-    let report = match activity.id.as_str() {
-        "log-sleuth" => {
-            with_server(backend, &activity.needs, async |server| {
-                Ok(log_sleuth::scenario::run(server, &[Reader::Naive, Reader::Watermark]).await?)
-            })
-            .await?
-        }
-        "reflection-wall" => {
-            // No server: the menu is data.
-            if json {
-                let value =
-                    serde_json::json!({ "prompt": labs::reflection_wall::PROMPT, "menu": labs::reflection_wall::MENU });
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                print!("{}", labs::reflection_wall::menu_text());
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        "schema-sketch" => {
-            let report =
-                with_server(backend, &activity.needs, async |server| Ok(schema_sketch::scenario::run(server).await?))
-                    .await?;
-            let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-            if json {
-                // What a machine reads: the balances and each stream's event count.
-                let events_per_stream: std::collections::BTreeMap<&String, usize> =
-                    report.streams.iter().map(|(s, v)| (s, v.events)).collect();
-                let value = serde_json::json!({
-                    "lab": report.lab,
-                    "balances_cents": report.balances,
-                    "events_per_stream": events_per_stream,
-                    "replay_matches_streams": report.replay_matches,
-                    "steps": report.steps,
-                });
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        other => bail!("activity '{other}' is marked ready in course.toml but has no lab in this build"),
-    };
-    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    print_report(json, &report, report.to_text())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn check(course: &Course, lab: &str, solution: bool, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
-    let Some(activity) = ready_activity(course, lab)? else { return Ok(ExitCode::from(EXIT_NOT_AVAILABLE)) };
-    let report = match activity.id.as_str() {
-        "log-sleuth" => {
-            let reader = if solution { Reader::Watermark } else { Reader::Exercise };
-            with_server(backend, &activity.needs, async |server| Ok(log_sleuth::scenario::check(server, reader).await?))
-                .await?
-        }
-        "schema-sketch" => {
-            let handler = if solution { Handler::Solution } else { Handler::Exercise };
-            let report = with_server(backend, &activity.needs, async |server| {
-                Ok(schema_sketch::check::check(server, handler).await?)
-            })
-            .await?;
-            let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-            print_report(json, &report, report.to_text())?;
-            return Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-        }
-        other => {
-            eprintln!("activity '{other}' has no exercise");
-            return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
-        }
-    };
-    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    print_report(json, &report, report.to_text())?;
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-async fn run_wal_race(
-    course: &Course,
-    args: RaceArgs,
-    list: bool,
-    json: bool,
-    backend: Option<Backend>,
-) -> Result<ExitCode> {
-    use labs::wal_race::{self, race::Progress, strategy::Strategy};
-    if list {
-        print!("{}", wal_race::report::strategies_text());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.saved {
-        let dir = wal_race::saved_dir();
-        let mut report = wal_race::read_results(&dir).map_err(anyhow::Error::msg)?;
-        // The walls are named again by this build's detector, from the saved measurements.
-        report.strategies = wal_race::race::summarize(
-            &report.strategies.iter().map(|s| s.strategy).collect::<Vec<_>>(),
-            &report.points,
-        );
-        eprintln!("the saved result set in {} (see PROVENANCE.md there); no server was started", dir.display());
-        let command = wal_race::saved_command(&dir).unwrap_or_else(|| "labs run wal-race".into());
-        let written = wal_race::write_results(&report, &args.out, &command)
-            .with_context(|| format!("writing into {}", args.out.display()))?;
-        print_report(json, &report, report.to_text())?;
-        eprintln!("written: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let Some(activity) = ready_activity(course, "wal-race")? else { return Ok(ExitCode::from(EXIT_NOT_AVAILABLE)) };
-    let mut options = if args.quick { wal_race::RaceOptions::quick() } else { wal_race::RaceOptions::full() };
-    if !args.strategies.is_empty() {
-        options.strategies = Vec::new();
-        for id in &args.strategies {
-            let Some(s) = Strategy::from_id(id) else {
-                let ids: Vec<&str> = wal_race::strategy::ALL.iter().map(|s| s.id()).collect();
-                bail!("unknown strategy '{id}'; the strategies are: {}", ids.join(", "));
-            };
-            if !options.strategies.contains(&s) {
-                options.strategies.push(s);
-            }
-        }
-    }
-    if !args.writers.is_empty() {
-        let mut writers: Vec<usize> = args.writers.iter().map(|w| *w as usize).collect();
-        writers.sort_unstable();
-        writers.dedup();
-        options.writers = writers;
-    }
-    if let Some(seconds) = args.seconds {
-        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 600.0) {
-            bail!("--seconds must be above 0 and at most 600, not {seconds}");
-        }
-        options.seconds = seconds;
-    }
-    let points = options.strategies.len() * options.writers.len();
-    eprintln!(
-        "racing {} strategies at {:?} writers, {:.1} s a point: about {:.0} s in all",
-        options.strategies.len(),
-        options.writers,
-        options.seconds,
-        points as f64 * (options.seconds + 0.5)
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut board = RaceBoard::new(&options.strategies, std::io::stderr().is_terminal());
-    let report = with_server_stoppable(backend, &activity.needs, Some(stop.clone()), async |server| {
-        Ok(wal_race::race::run(server, &options, &stop, |p: Progress| board.update(p)).await?)
-    })
-    .await?;
-    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    let written = wal_race::write_results(&report, &args.out, &format!("labs {command}"))
-        .with_context(|| format!("writing the results into {}", args.out.display()))?;
-    print_report(json, &report, report.to_text())?;
-    eprintln!("written: {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    Ok(if report.interrupted { ExitCode::from(EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
-}
-
-/// The live view of the race: one line per strategy with a bar on a log scale (100 to 1,000,000
-/// events/s). On a terminal the board is redrawn in place; elsewhere each finished point is a line.
-struct RaceBoard {
-    lines: Vec<(labs::wal_race::strategy::Strategy, String)>,
-    redraw: bool,
-    drawn: bool,
-}
-
-impl RaceBoard {
-    fn new(strategies: &[labs::wal_race::strategy::Strategy], redraw: bool) -> RaceBoard {
-        RaceBoard {
-            lines: strategies.iter().map(|s| (*s, format!("{:<17} waiting", s.id()))).collect(),
-            redraw,
-            drawn: false,
-        }
-    }
-
-    fn line(strategy: labs::wal_race::strategy::Strategy, writers: usize, eps: f64, wal_mb: f64, done: &str) -> String {
-        const WIDTH: usize = 30;
-        let filled = (((eps.max(100.0).log10() - 2.0) / 4.0) * WIDTH as f64).round().clamp(0.0, WIDTH as f64) as usize;
-        format!(
-            "{:<17} {:>2}w {}{} {:>10} ev/s {:>7.1} MB/s WAL{}",
-            strategy.id(),
-            writers,
-            "#".repeat(filled),
-            ".".repeat(WIDTH - filled),
-            labs::wal_race::report::thousands(eps),
-            wal_mb,
-            done
-        )
-    }
-
-    fn update(&mut self, progress: labs::wal_race::race::Progress) {
-        use labs::wal_race::race::Progress;
-        let (strategy, text, finished) = match progress {
-            Progress::Started { strategy, writers } => {
-                (strategy, Self::line(strategy, writers, 0.0, 0.0, " ..."), false)
-            }
-            Progress::Running { strategy, writers, events_per_second, wal_mb_per_second, .. } => {
-                (strategy, Self::line(strategy, writers, events_per_second, wal_mb_per_second, ""), false)
-            }
-            Progress::Finished(p) => {
-                let done = format!("  {:.0} B/event", p.wal_bytes_per_event);
-                (p.strategy, Self::line(p.strategy, p.writers, p.events_per_second, p.wal_mb_per_second, &done), true)
-            }
-        };
-        if let Some(entry) = self.lines.iter_mut().find(|(s, _)| *s == strategy) {
-            entry.1 = text.clone();
-        }
-        if !self.redraw {
-            if finished {
-                eprintln!("{text}");
-            }
-            return;
-        }
-        let mut out = String::new();
-        if self.drawn {
-            out += &format!("\x1b[{}A", self.lines.len());
-        }
-        for (_, l) in &self.lines {
-            out += &format!("\x1b[2K{l}\n");
-        }
-        self.drawn = true;
-        eprint!("{out}");
-    }
-}
-
-/// `labs run mythbusting`: each chosen myth's demonstration on a fresh server of its own.
-async fn run_mythbusting(
-    course: &Course,
-    args: MythArgs,
-    list: bool,
-    json: bool,
-    backend: Option<Backend>,
-) -> Result<ExitCode> {
-    use labs::mythbusting::Bank;
-    let bank = Bank::load().map_err(anyhow::Error::msg)?;
-    if list {
-        if json {
-            println!("{}", serde_json::to_string_pretty(&bank)?);
-        } else {
-            print!("{}", bank.list_text());
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.poll_csv {
-        print!("{}", bank.poll_csv());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let demos = bank.select(&args.ids).map_err(anyhow::Error::msg)?;
-    if ready_activity(course, "mythbusting")?.is_none() {
-        return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
-    }
-    // Refuse before starting anything when the backend cannot do what the demos need.
-    let config = ProviderConfig::from_env(backend)?;
-    let resolved = pg::resolve_backend(&config).await?;
-    for capability in labs::mythbusting::needs(&demos) {
-        if !pg::capabilities_of(resolved).contains(&capability) {
-            return Err(pg::ProviderError::MissingCapability { backend: resolved, capability }.into());
-        }
-    }
-    let mut reports = Vec::new();
-    for (n, demo) in demos.iter().enumerate() {
-        let myth = bank.get(demo.id()).expect("selected from the bank");
-        eprintln!("[{}/{}] myth {}: \"{}\"", n + 1, demos.len(), myth.id, myth.statement);
-        let report =
-            with_server(backend, demo.needs(), async |server| demo.run(server, &myth.statement, &myth.verdict).await)
-                .await?;
-        let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-        eprintln!("[{}/{}] done in {:.1} s", n + 1, demos.len(), report.seconds);
-        if !json {
-            println!("{}", report.to_text(myth));
-        }
-        reports.push(report);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "lab": "mythbusting", "myths": reports }))?);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `labs run outage`: one scenario, as configured and safe, each on a fresh server.
-async fn run_outage(
-    course: &Course,
-    args: OutageArgs,
-    list: bool,
-    json: bool,
-    backend: Option<Backend>,
-) -> Result<ExitCode> {
-    use labs::outage::{self, Report, Scenario, Variant};
-    if list {
-        print!("{}", outage::scenarios_text());
-        return Ok(ExitCode::SUCCESS);
-    }
-    let scenario = match &args.scenario {
-        Some(id) => Scenario::parse(id).map_err(anyhow::Error::msg)?,
-        None => {
-            eprintln!("no --scenario given: running frozen-wal-writer (see `labs run outage --list`)");
-            Scenario::FrozenWalWriter
-        }
-    };
-    if ready_activity(course, "outage")?.is_none() {
-        return Ok(ExitCode::from(EXIT_NOT_AVAILABLE));
-    }
-    // The two runs are independent (a fresh server each, counts decided by the script), so they
-    // run side by side: most of a run is waiting on fsync, pg_basebackup and server starts.
-    let one = async |variant: Variant| {
-        eprintln!(
-            "outage {}: {} run starts ({})",
-            scenario.id(),
-            if variant == Variant::Safe { "safe" } else { "as-configured" },
-            scenario.setting(variant)
-        );
-        let run =
-            with_server(backend, scenario.needs(), async |server| outage::burst::run(server, scenario, variant).await)
-                .await?;
-        if let Some(run) = &run {
-            eprintln!(
-                "outage {}: {} run done in {:.1} s",
-                scenario.id(),
-                if variant == Variant::Safe { "safe" } else { "as-configured" },
-                run.seconds
-            );
-        }
-        anyhow::Ok(run)
-    };
-    let (configured, safe) = tokio::join!(one(Variant::AsConfigured), one(Variant::Safe));
-    let (Some(configured), Some(safe)) = (configured?, safe?) else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    let report = Report::new(scenario, vec![configured, safe]);
-    print_report(json, &report, report.to_text())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn verify_schema(file: &PathBuf, json: bool, backend: Option<Backend>) -> Result<ExitCode> {
-    let sql = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    if sql.trim().is_empty() {
-        bail!("{} is empty: start from fixtures/03-schema-sketch/my-schema.sql", file.display());
-    }
-    let name = file.display().to_string();
-    let report =
-        with_server(backend, &[], async |server| Ok(store::conformance::verify(server, &sql, &name).await?)).await?;
-    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    print_report(json, &report, report.to_text())?;
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-async fn bench_store(
-    runs: usize,
-    scale: f64,
-    only: &[String],
-    json: bool,
-    backend: Option<Backend>,
-) -> Result<ExitCode> {
-    if !(scale > 0.0 && scale <= 100.0) {
-        bail!("--scale must be above 0 and at most 100, not {scale}");
-    }
-    let ids = store::bench::shape_ids();
-    if let Some(unknown) = only.iter().find(|o| !ids.contains(&o.as_str())) {
-        bail!("--only: no shape '{unknown}'; the shapes are {}", ids.join(", "));
-    }
-    // Shape ids are static; keep the matching ones.
-    let only: Option<&'static [&'static str]> = if only.is_empty() {
-        None
-    } else {
-        Some(Vec::leak(ids.into_iter().filter(|id| only.iter().any(|o| o == id)).collect()))
-    };
-    let options = store::bench::BenchOptions { runs, scale, only };
-    let report = with_server(backend, &[], async |server| {
-        Ok(store::bench::run(server, options, |step| eprintln!("{step}")).await?)
-    })
-    .await?;
-    let Some(report) = report else { return Ok(ExitCode::from(EXIT_INTERRUPTED)) };
-    print_report(json, &report, report.to_text())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// A report as pretty JSON with `--json`, as its text otherwise.
-fn print_report(json: bool, report: &impl serde::Serialize, text: String) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        print!("{text}");
-    }
-    Ok(())
-}
-
-fn audit(files: &[PathBuf], json: bool) -> Result<ExitCode> {
+fn audit(files: &[PathBuf], json: bool) -> Result<Exit, Outcome> {
     let show_progress = std::io::stderr().is_terminal();
     for file in files {
         let started = Instant::now();
-        let audit = log_sleuth::audit::audit_file(file, |lines| {
+        let audit = labs::log_sleuth::audit::audit_file(file, |lines| {
             if show_progress {
                 eprint!("\r{}: {lines} lines read...", file.display());
             }
-        })?;
+        })
+        .map_err(|e| failed(LabError::File { path: file.clone(), message: strip_file(&e.to_string(), file) }))?;
         if show_progress && audit.lines >= 100_000 {
             eprintln!();
         }
         let name = file.display().to_string();
         if json {
             for f in &audit.findings {
-                let mut value = serde_json::to_value(f)?;
-                value.as_object_mut().expect("a finding is an object").insert("file".into(), name.clone().into());
-                println!("{}", serde_json::to_string(&value)?);
+                let line = serde_json::json!({ "file": name, "finding": f });
+                println!("{line}");
             }
             continue;
         }
         print!("{}", audit.to_text(&name));
         eprintln!("{name}: audited in {:.2} s", started.elapsed().as_secs_f64());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
+}
+
+/// An audit error already starts with the file's name; the File error adds it again.
+fn strip_file(message: &str, file: &Path) -> String {
+    message
+        .strip_prefix(&file.display().to_string())
+        .map(|m| m.trim_start_matches(':').trim_start().to_string())
+        .unwrap_or_else(|| message.to_string())
 }
 
 fn generate(
     seed: u64,
-    out: &PathBuf,
+    out: &Path,
     difficulty: Difficulty,
     payments: Option<usize>,
     force: bool,
-) -> Result<ExitCode> {
-    if payments == Some(0) {
-        bail!("--payments must be at least 1");
-    }
-    let incident = log_sleuth::generate::generate_sized(seed, difficulty, payments);
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+) -> Result<Exit, Outcome> {
+    let incident = labs::log_sleuth::generate::generate_sized(seed, difficulty, payments);
+    std::fs::create_dir_all(out).map_err(|e| failed(LabError::file(out, e)))?;
     let log = out.join("incident.jsonl");
     let key = out.join("answer-key.json");
     for path in [&log, &key] {
         if path.exists() && !force {
-            bail!("{} already exists; pass --force to overwrite it", path.display());
+            return Err(failed(LabError::Usage(format!(
+                "{} already exists; pass --force to overwrite it",
+                path.display()
+            ))));
         }
     }
-    std::fs::write(&log, &incident.jsonl).with_context(|| format!("writing {}", log.display()))?;
-    std::fs::write(&key, serde_json::to_string_pretty(&incident.key)? + "\n")
-        .with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(&log, &incident.jsonl).map_err(|e| failed(LabError::file(&log, e)))?;
+    let key_text =
+        serde_json::to_string_pretty(&incident.key).map_err(|e| failed(LabError::Script(e.to_string())))? + "\n";
+    std::fs::write(&key, key_text).map_err(|e| failed(LabError::file(&key, e)))?;
     println!(
         "wrote {} ({} lines) and {} ({} findings to discover); keep the key away from attendees",
         log.display(),
@@ -817,7 +691,7 @@ fn generate(
         key.display(),
         incident.key.findings.len()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Done)
 }
 
 #[derive(serde::Serialize)]
@@ -827,29 +701,31 @@ struct DoctorItem {
     detail: String,
 }
 
-async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
+/// What this machine can do for the labs, and what to fix first.
+async fn doctor(backend: Option<Backend>, json: bool, signals: &mut Signals) -> Result<Exit, Outcome> {
     let mut items = Vec::new();
     let mut fixes = Vec::new();
     let mut add = |item, status, detail: String| items.push(DoctorItem { item, status, detail });
 
-    let version = |cmd: &str| {
-        std::process::Command::new(cmd)
-            .arg("--version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match version("cargo") {
-        Some(v) => add("rust toolchain", "ok", v),
-        None => {
-            add("rust toolchain", "FAIL", "cargo not found".into());
-            fixes.push("install Rust with rustup (https://rustup.rs)".to_string());
+    match Settings::load() {
+        Ok(settings) => {
+            let from = settings
+                .kit
+                .root()
+                .map_or("built into labs (no kit directory found)".to_string(), |r| r.display().to_string());
+            add(
+                "kit",
+                "ok",
+                format!("course and cohort from {from}: {}, {}", settings.cohort.title, settings.cohort.date),
+            );
+        }
+        Err(e) => {
+            add("kit", "FAIL", e.to_string());
+            fixes.push("fix the file named above (course.toml or cohort.toml), then run `labs doctor` again".into());
         }
     }
-    let config = ProviderConfig::from_env(backend)?;
-    let docker = DockerEngine::detect().await;
-    match &docker {
+    let config = ProviderConfig::from_env(backend).map_err(failed)?;
+    match DockerEngine::detect().await {
         Ok(engine) => {
             add(
                 "docker engine",
@@ -861,25 +737,29 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
             } else {
                 add("postgres image", "warn", format!("{} is not present", config.image));
                 fixes.push(format!(
-                    "run `cargo xtask prepare` while online to get {} (or set LABS_PG_IMAGE)",
+                    "run `labs prepare` (or `cargo xtask prepare`) while online to get {}, or set LABS_PG_IMAGE",
                     config.image
                 ));
             }
         }
-        Err(e) => add("docker engine", "warn", e.clone()),
+        Err(e) => add("docker engine", "warn", e.to_string()),
     }
     match pg::find_local_binaries() {
-        Ok(dir) => add(
-            "local postgres",
-            "ok",
-            version(&dir.join("postgres").to_string_lossy()).unwrap_or_else(|| dir.display().to_string()),
-        ),
-        Err(e) => add("local postgres", "warn", e),
+        Ok(dir) => add("local postgres", "ok", dir.display().to_string()),
+        Err(e) => add("local postgres", "warn", e.to_string()),
     }
     if let Some(url) = &config.database_url {
         add("DATABASE_URL", "ok", format!("set ({} characters); used with --pg url", url.len()));
     }
-
+    match pg::find_leftovers().await {
+        Ok(leftovers) if leftovers.is_empty() => add("leftovers", "ok", "none from a killed labs process".into()),
+        Ok(leftovers) => {
+            add("leftovers", "warn", leftovers.join("; "));
+            fixes.push("run `labs clean` to remove what a killed labs process left".into());
+        }
+        Err(e) => add("leftovers", "warn", e.to_string()),
+    }
+    let resolved = pg::resolve_backend(&config).await;
     let started = Instant::now();
     let trial = async {
         let server = Server::start(&config, &[]).await?;
@@ -889,32 +769,34 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
         let described = server.describe();
         drop(client);
         server.shutdown().await?;
-        Ok::<_, anyhow::Error>((described, version, fsync))
+        Ok::<_, LabError>((described, version, fsync))
     };
-    let server_ok = match trial.await {
+    let server_ok = match step(signals, None, false, trial).await {
         Ok((described, version, fsync)) => {
+            let backend = resolved.map(|b| b.to_string()).unwrap_or_default();
             add(
                 "start a server",
                 "ok",
-                format!("PostgreSQL {version} in {:.1} s: {described}", started.elapsed().as_secs_f64()),
+                format!(
+                    "labs use the {backend} backend: PostgreSQL {version} started in {:.1} s: {described}",
+                    started.elapsed().as_secs_f64()
+                ),
             );
             if fsync != "on" {
                 add("fsync", "FAIL", format!("fsync is {fsync}: durability labs would lie"));
                 fixes.push("use an image or server with fsync on (the default)".into());
             }
-            true
+            fsync == "on"
         }
-        Err(e) => {
-            add("start a server", "FAIL", format!("{e:#}"));
+        Err(Outcome::Interrupted(i)) => return Err(Outcome::Interrupted(i)),
+        Err(Outcome::Failed(e)) => {
+            add("start a server", "FAIL", e.to_string());
             fixes.push("fix the first FAIL or warn above, then run `labs doctor` again".into());
             false
         }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "ready": server_ok, "items": items, "fixes": fixes }))?
-        );
+        emit(true, &serde_json::json!({ "ready": server_ok, "items": items, "fixes": fixes }), "")?;
     } else {
         for i in &items {
             println!("{:<5} {:<16} {}", i.status, i.item, i.detail);
@@ -931,5 +813,5 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
             println!("  - {f}");
         }
     }
-    Ok(if server_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if server_ok { Exit::Done } else { Exit::CouldNotRun })
 }

@@ -14,44 +14,65 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn an_unknown_activity_lists_the_valid_ones() {
-    let out = labs(&["run", "no-such-lab"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("unknown activity 'no-such-lab'; the activities are: log-sleuth, mythbusting"),
-        "{}",
-        stderr(&out)
-    );
+/// The activities of the course this build reads (the repository's course.toml).
+fn activity_ids() -> Vec<String> {
+    labs::settings::Settings::compiled_in().course.activities.iter().map(|a| a.id.clone()).collect()
 }
 
-/// Bad mythbusting and outage input: one line naming the valid choices, a non-zero exit, and no
-/// server started for it.
+#[test]
+fn an_unknown_activity_lists_the_valid_ones() {
+    let listed = activity_ids().join(", ");
+    for args in [&["run", "no-such-lab"][..], &["check", "no-such-lab"][..]] {
+        let out = labs(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: bad usage is exit 2");
+        assert!(
+            stderr(&out).contains(&format!("unknown activity 'no-such-lab'; the activities are: {listed}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Bad input is answered before any server starts, with the valid choices and exit code 2; a
+/// flag another lab takes is refused by name.
 #[test]
 fn unknown_myths_and_scenarios_list_the_valid_ones() {
     let out = labs(&["run", "mythbusting", "--myth", "teleportation"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).starts_with("error: unknown myth 'teleportation'; the myths are: replication-no-loss,"),
         "{}",
         stderr(&out)
     );
     let out = labs(&["run", "outage", "--scenario", "meteor"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains(
-            "unknown scenario 'meteor'; the scenarios are: frozen-wal-writer, async-failover, unarchived-wal"
-        ),
+        stderr(&out).contains("[possible values: frozen-wal-writer, async-failover, unarchived-wal]"),
         "{}",
         stderr(&out)
     );
     let out = labs(&["run", "log-sleuth", "--scenario", "meteor"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("--scenario is an option of `labs run outage`, not of log-sleuth"),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unexpected argument '--scenario'"), "{}", stderr(&out));
+    let out = labs(&["run", "wal-race", "--strategies", "teleport"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("[possible values: row-per-tx,"), "{}", stderr(&out));
+}
+
+/// An activity without an exercise is exit code 3, and says so.
+#[test]
+fn an_activity_without_an_exercise_is_exit_3() {
+    let out = labs(&["check", "wal-race"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has no exercise"), "{}", stderr(&out));
+}
+
+/// An exercise file that cannot be read is exit code 4 (could not run), naming the file.
+#[test]
+fn a_missing_exercise_file_is_named() {
+    let out = labs(&["check", "log-sleuth", "--file", "/nonexistent/poll.sql"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/nonexistent/poll.sql"), "{}", stderr(&out));
 }
 
 /// The url backend cannot crash, freeze or fail over a server it does not own: it says which
@@ -64,7 +85,7 @@ fn a_backend_without_a_needed_capability_says_which() {
         .env("DATABASE_URL", unreachable)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4));
     assert!(
         stderr(&out).contains("needs the 'freeze-wal-writer' capability, which the url backend does not offer"),
         "{}",
@@ -75,7 +96,7 @@ fn a_backend_without_a_needed_capability_says_which() {
         .env("DATABASE_URL", unreachable)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4));
     assert!(
         stderr(&out).contains("needs the 'standby' capability, which the url backend does not offer"),
         "{}",
@@ -103,7 +124,7 @@ fn a_bad_labs_pg_value_is_named() {
         .env("LABS_PG", "kubernetes")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("LABS_PG is set to an invalid value: unknown PostgreSQL backend 'kubernetes'"),
         "{}",
@@ -111,14 +132,26 @@ fn a_bad_labs_pg_value_is_named() {
     );
 }
 
+/// `labs list --json` holds what the text shows: every activity, its minutes in the cohort's
+/// variant, its status and its exercise.
 #[test]
 fn list_as_json_has_every_activity_with_its_minutes() {
     let out = labs(&["list", "--json"]);
     assert!(out.status.success());
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["log-sleuth", "mythbusting", "schema-sketch", "wal-race", "outage", "reflection-wall"]);
-    assert!(list[0]["minutes"].as_u64().unwrap() > 0);
+    let ids: Vec<String> =
+        list["activities"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, activity_ids());
+    let text = String::from_utf8_lossy(&labs(&["list"]).stdout).into_owned();
+    for a in list["activities"].as_array().unwrap() {
+        assert!(a["minutes"].as_u64().unwrap() > 0);
+        let id = a["id"].as_str().unwrap();
+        let row = text.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap();
+        assert!(row.contains(a["status"].as_str().unwrap()), "{row}");
+        if let Some(exercise) = a["exercise"].as_str() {
+            assert!(text.contains(exercise), "{exercise} is missing from the text");
+        }
+    }
 }
 
 #[test]
@@ -127,7 +160,7 @@ fn generate_refuses_to_overwrite_without_force() {
     let out_dir = dir.path().to_str().unwrap();
     assert!(labs(&["sleuth", "generate", "--seed", "3", "--difficulty", "easy", "--out", out_dir]).status.success());
     let again = labs(&["sleuth", "generate", "--seed", "3", "--difficulty", "easy", "--out", out_dir]);
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already exists; pass --force"), "{}", stderr(&again));
 }
 
@@ -226,21 +259,22 @@ fn ctrl_c_leaves_no_container() {
     });
 }
 
-/// Bad race options: one clear line and a non-zero exit, before any server starts.
+/// Bad race options: clap's one clear line and exit 2, before any server starts.
 #[test]
 fn bad_wal_race_options_get_one_line_and_a_non_zero_exit() {
     let out = labs(&["run", "wal-race", "--strategies", "copy,teleport"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).trim(), "error: unknown strategy 'teleport'; the strategies are: row-per-tx, row-per-tx-async, rows-one-tx, multi-row, pipelined, copy, store-append, store-bulk, unlogged, extra-indexes, global-counter, advisory-lock");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid value 'teleport' for '--strategies <STRATEGIES>'"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("row-per-tx, row-per-tx-async, rows-one-tx"), "{}", stderr(&out));
     let out = labs(&["run", "wal-race", "--seconds", "-1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(stderr(&out).trim(), "error: --seconds must be above 0 and at most 600, not -1");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("must be a number of seconds above 0 and at most 600, not -1"), "{}", stderr(&out));
     let out = labs(&["run", "wal-race", "--writers", "0"]);
     assert_eq!(out.status.code(), Some(2), "clap rejects zero writers: {}", stderr(&out));
     assert!(stderr(&out).contains("0 is not in 1..=64"), "{}", stderr(&out));
     let out = labs(&["run", "log-sleuth", "--quick"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("are options of `labs run wal-race`, not of log-sleuth"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unexpected argument '--quick'"), "{}", stderr(&out));
 }
 
 /// Ctrl-C during the race: the points finished so far are reported and written, exit 130,

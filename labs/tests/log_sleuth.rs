@@ -8,6 +8,9 @@ use labs::log_sleuth::generate::{generate, AnswerKey, Difficulty};
 use labs::log_sleuth::{scenario, Reader};
 use labs::pg::{ProviderConfig, Server};
 
+mod common;
+use common::exercises::{exercise, half_fixes};
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/01-log-sleuth")
 }
@@ -179,7 +182,7 @@ async fn fresh_server() -> Server {
 #[tokio::test]
 async fn the_lab_shows_the_naive_consumer_skipping_and_the_watermark_consumer_not() {
     let server = fresh_server().await;
-    let report = scenario::run(&server, &[Reader::Naive, Reader::Watermark]).await.unwrap();
+    let report = scenario::run(&server, &[Reader::naive(), Reader::watermark()]).await.unwrap();
     server.shutdown().await.unwrap();
 
     let naive = &report.readers[0];
@@ -189,7 +192,7 @@ async fn the_lab_shows_the_naive_consumer_skipping_and_the_watermark_consumer_no
     assert_eq!(watermark.missed_events, 0);
     assert_eq!(watermark.duplicates, 0);
     assert_eq!(report.committed, vec![1, 2, 3, 4]);
-    insta::assert_snapshot!("run_text", report.to_text());
+    insta::assert_snapshot!("run_text", report.to_string());
 
     let json = serde_json::to_value(&report).unwrap();
     let readers: Vec<(String, u64)> = json["readers"]
@@ -201,17 +204,59 @@ async fn the_lab_shows_the_naive_consumer_skipping_and_the_watermark_consumer_no
     assert_eq!(readers, vec![("naive".to_string(), 1), ("watermark".to_string(), 0)]);
 }
 
-/// `labs check` must be able to fail: the naive consumer fails it, the solution passes it.
+/// `labs check` must be able to fail: the exercise as shipped (the naive read) fails the
+/// scripted out-of-order commit, the solution passes every check.
 #[tokio::test]
-async fn the_check_fails_the_naive_consumer_and_passes_the_solution() {
+async fn the_check_fails_the_shipped_exercise_and_passes_the_solution() {
+    let given = exercise("exercises/01-log-sleuth/poll.sql");
     let server = fresh_server().await;
-    let naive = scenario::check(&server, Reader::Naive).await.unwrap();
+    let report = scenario::check(&server, &Reader::exercise(&given), &given).await.unwrap();
     server.shutdown().await.unwrap();
-    assert!(!naive.passed, "the naive consumer passed the check:\n{}", naive.to_text());
-    assert!(!naive.checks[0].passed, "the scripted interleaving must catch the naive consumer");
+    assert!(!report.passed, "the shipped exercise passed the check:\n{report}");
+    assert!(!report.checks[0].passed, "the scripted out-of-order commit must catch the naive read:\n{report}");
+    assert!(report.checks[0].detail.contains("skipped position 2: payment-1002 v1"), "{report}");
 
+    let solution = exercise("exercises/01-log-sleuth/poll.solution.sql");
     let server = fresh_server().await;
-    let solution = scenario::check(&server, Reader::Watermark).await.unwrap();
+    let report = scenario::check(&server, &Reader::exercise(&solution), &solution).await.unwrap();
     server.shutdown().await.unwrap();
-    assert!(solution.passed, "the solution failed the check:\n{}", solution.to_text());
+    assert!(report.passed, "the solution failed the check:\n{report}");
+}
+
+/// Every plausible half-fix fails the check it is written to defeat, on every run, with a
+/// reason: a check that blessed one would teach the wrong lesson.
+#[tokio::test]
+async fn the_check_fails_every_half_fix_for_its_reason() {
+    for (file, fails) in half_fixes("01-log-sleuth") {
+        let server = fresh_server().await;
+        let report = scenario::check(&server, &Reader::exercise(&file), &file).await.unwrap();
+        server.shutdown().await.unwrap();
+        assert!(!report.passed, "{} passed the check:\n{report}", file.shown);
+        let check = report.checks.iter().find(|c| c.id == fails).unwrap_or_else(|| panic!("no check {fails}"));
+        assert!(!check.passed, "{}: check {fails} passed:\n{report}", file.shown);
+        assert!(!check.detail.is_empty(), "{}: check {fails} says nothing", file.shown);
+    }
+}
+
+/// A file that is not a valid read: one message naming the file, line and column.
+#[tokio::test]
+async fn a_broken_exercise_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("SELECT position,\n  transaction_id\n FROM events WHERE position > $2 ORDR BY position", "broken.sql:3:"),
+        (
+            "SELECT position, event_id FROM events WHERE position > $2",
+            "must return (position int8, transaction_id xid8",
+        ),
+    ];
+    for (sql, expected) in cases {
+        let path = dir.path().join("broken.sql");
+        std::fs::write(&path, sql).unwrap();
+        let file = labs::lab::ExerciseFile::read(path, "broken.sql".into()).unwrap();
+        let server = fresh_server().await;
+        let err = scenario::check(&server, &Reader::exercise(&file), &file).await.unwrap_err();
+        server.shutdown().await.unwrap();
+        assert!(matches!(err, labs::LabError::Exercise(_)), "{err:?}");
+        assert!(err.to_string().contains(expected), "{err}");
+    }
 }

@@ -7,6 +7,9 @@ use labs::pg::{ProviderConfig, Server};
 use labs::schema_sketch::{check, scenario};
 use labs::store::conformance::{verify, VerifyReport};
 
+mod common;
+use common::exercises::{exercise, half_fixes};
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -37,7 +40,7 @@ fn assert_verify_snapshot(name: &str, report: &VerifyReport) {
         "reader $1: [N] missed, [N] twice, [N] out of stream order",
     );
     settings.add_filter(r"\d+ of (\d+) acknowledged appends", "[N] of $1 acknowledged appends");
-    settings.bind(|| insta::assert_snapshot!(name, report.to_text()));
+    settings.bind(|| insta::assert_snapshot!(name, report.to_string()));
 }
 
 #[tokio::test]
@@ -64,13 +67,13 @@ async fn the_day_at_the_bank_rejects_the_overdraft_reports_the_conflict_and_repl
         let versions: Vec<i64> = report.replay.iter().filter(|e| &e.stream_id == stream).map(|e| e.version).collect();
         assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "{stream}");
     }
-    insta::assert_snapshot!("run_text", report.to_text());
+    insta::assert_snapshot!("run_text", report.to_string());
 }
 
 #[tokio::test]
 async fn the_reference_schema_passes_every_conformance_check() {
     let report = verify_file("labs/src/store/schema.sql").await;
-    assert!(report.passed, "{}", report.to_text());
+    assert!(report.passed, "{}", report.to_string());
     assert_eq!(report.checks.len(), 10);
     assert_verify_snapshot("verify_reference", &report);
 }
@@ -78,7 +81,7 @@ async fn the_reference_schema_passes_every_conformance_check() {
 #[tokio::test]
 async fn a_reader_that_trusts_positions_fails_for_skipping_events() {
     let report = verify_file("fixtures/03-schema-sketch/flawed-naive-position.sql").await;
-    assert_eq!(failing(&report), vec!["concurrent-readers"], "{}", report.to_text());
+    assert_eq!(failing(&report), vec!["concurrent-readers"], "{}", report.to_string());
     assert_verify_snapshot("verify_naive_position", &report);
 }
 
@@ -89,7 +92,7 @@ async fn an_append_that_swallows_conflicts_fails_for_silent_conflicts_and_lost_w
         failing(&report),
         vec!["conflict-detected", "concurrent-readers", "conflicts-under-race"],
         "{}",
-        report.to_text()
+        report.to_string()
     );
     assert_verify_snapshot("verify_silent_conflict", &report);
 }
@@ -97,7 +100,7 @@ async fn an_append_that_swallows_conflicts_fails_for_silent_conflicts_and_lost_w
 #[tokio::test]
 async fn a_store_without_event_identity_fails_the_retry_checks() {
     let report = verify_file("fixtures/03-schema-sketch/flawed-no-idempotency.sql").await;
-    assert_eq!(failing(&report), vec!["idempotent-retry", "reused-id-rejected"], "{}", report.to_text());
+    assert_eq!(failing(&report), vec!["idempotent-retry", "reused-id-rejected"], "{}", report.to_string());
     assert_verify_snapshot("verify_no_idempotency", &report);
 }
 
@@ -116,7 +119,7 @@ async fn malformed_sql_is_reported_with_the_servers_error_and_its_line_and_colum
     assert!(
         missing.checks[1].summary.contains("append_to_stream(text,bigint,uuid[],text[],jsonb[],jsonb[])"),
         "{}",
-        missing.to_text()
+        missing.to_string()
     );
 }
 
@@ -124,15 +127,46 @@ async fn malformed_sql_is_reported_with_the_servers_error_and_its_line_and_colum
 /// solution passes every check.
 #[tokio::test]
 async fn the_check_fails_the_given_transfer_and_passes_the_solution() {
+    let given = exercise("exercises/03-schema-sketch/transfer.sql");
     let server = fresh_server().await;
-    let given = check::check(&server, check::Handler::Exercise).await.unwrap();
+    let report = check::check(&server, &given).await.unwrap();
     server.shutdown().await.unwrap();
-    assert!(!given.passed, "{}", given.to_text());
-    assert!(!given.checks[0].passed, "the scripted race must catch the given transfer:\n{}", given.to_text());
-    assert!(given.checks[0].detail.contains("alice is at -60.00"), "{}", given.checks[0].detail);
+    assert!(!report.passed, "{report}");
+    let race = report.checks.iter().find(|c| c.id == "withdrawal-race").unwrap();
+    assert!(!race.passed, "the scripted race must catch the given transfer:\n{report}");
+    assert!(race.detail.contains("alice is at -60.00"), "{}", race.detail);
 
+    let solution = exercise("exercises/03-schema-sketch/transfer.solution.sql");
     let server = fresh_server().await;
-    let solution = check::check(&server, check::Handler::Solution).await.unwrap();
+    let report = check::check(&server, &solution).await.unwrap();
     server.shutdown().await.unwrap();
-    assert!(solution.passed, "{}", solution.to_text());
+    assert!(report.passed, "{report}");
+}
+
+/// Every plausible half-fix fails the check written to defeat it, on every run.
+#[tokio::test]
+async fn the_check_fails_every_half_fix_for_its_reason() {
+    for (file, fails) in half_fixes("03-schema-sketch") {
+        let server = fresh_server().await;
+        let report = check::check(&server, &file).await.unwrap();
+        server.shutdown().await.unwrap();
+        assert!(!report.passed, "{} passed the check:\n{report}", file.shown);
+        let check = report.checks.iter().find(|c| c.id == fails).unwrap_or_else(|| panic!("no check {fails}"));
+        assert!(!check.passed, "{}: check {fails} passed:\n{report}", file.shown);
+    }
+}
+
+/// A transfer file with a syntax error: the first check fails at its line and column.
+#[tokio::test]
+async fn a_transfer_that_does_not_load_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("transfer.sql");
+    std::fs::write(&path, "-- mine\nCREATE OR REPLACE FUNCTION transfer(p uuid) RETURN text AS $$ $$;\n").unwrap();
+    let file = labs::lab::ExerciseFile::read(path, "transfer.sql".into()).unwrap();
+    let server = fresh_server().await;
+    let report = check::check(&server, &file).await.unwrap();
+    server.shutdown().await.unwrap();
+    assert!(!report.passed);
+    assert_eq!(report.checks[0].id, "loads");
+    assert!(report.checks[0].detail.starts_with("transfer.sql:2:"), "{}", report.checks[0].detail);
 }

@@ -155,8 +155,9 @@ const NAIVE_READ_ALL: &str = "
 CREATE OR REPLACE FUNCTION read_all_after(p_after text, p_max_count integer)
 RETURNS TABLE (checkpoint text, event_id uuid, stream_id text, version bigint, type text, data jsonb, metadata jsonb)
 LANGUAGE sql STABLE AS $$
-    SELECT e.position::text, e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata
-    FROM events e WHERE e.position > coalesce(p_after, '0')::bigint ORDER BY e.position LIMIT p_max_count
+    SELECT e.transaction_id::text || ':' || e.position, e.event_id, e.stream_id, e.version, e.type, e.data, e.metadata
+    FROM events e WHERE e.position > split_part(coalesce(p_after, '0:0'), ':', 2)::bigint
+    ORDER BY e.position LIMIT p_max_count
 $$;";
 
 const PROJECTION: &str =
@@ -374,7 +375,7 @@ async fn multi_stream_transactions_can_reach_readers_out_of_stream_order() {
         teller_tx.commit().await.unwrap();
     };
     tokio::join!(credit, teller_commits);
-    let bob: Vec<i64> = store::read_all_after(&setup, None, 100)
+    let bob: Vec<i64> = store::read_all_after(&setup, store::Checkpoint::START, 100)
         .await
         .unwrap()
         .iter()
@@ -403,12 +404,12 @@ async fn the_typed_reader_and_the_sql_function_read_the_same() {
         })
         .collect();
     append_bulk(&mut client, &bulk).await.unwrap();
-    let mut after: Option<String> = None;
+    let mut after = store::Checkpoint::START;
     let mut typed = Vec::new();
     loop {
-        let batch = store::read_all_after(&client, after.as_deref(), 4).await.unwrap();
+        let batch = store::read_all_after(&client, after, 4).await.unwrap();
         let Some(last) = batch.last() else { break };
-        after = Some(last.checkpoint.clone());
+        after = last.checkpoint;
         typed.extend(batch);
     }
     let function: Vec<store::RecordedEvent> = client
@@ -416,11 +417,11 @@ async fn the_typed_reader_and_the_sql_function_read_the_same() {
         .await
         .unwrap()
         .iter()
-        .map(store::RecordedEvent::from_row)
+        .map(|row| store::RecordedEvent::from_contract_row(row).unwrap())
         .collect();
     assert_eq!(typed.len(), 38);
     assert_eq!(typed, function);
-    let err = store::read_all_after(&client, Some("not-a-checkpoint"), 1).await.unwrap_err();
+    let err = "not-a-checkpoint".parse::<store::Checkpoint>().unwrap_err();
     assert_eq!(err.to_string(), "bad checkpoint: checkpoint 'not-a-checkpoint' is not 'xid:position'");
     server.shutdown().await.unwrap();
 }

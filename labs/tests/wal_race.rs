@@ -5,7 +5,11 @@ use labs::pg::{ProviderConfig, Server};
 use labs::wal_race::race::{self, RaceOptions};
 use labs::wal_race::report::{median_wal_per_event, strategies_text};
 use labs::wal_race::strategy::{Strategy, ALL};
-use labs::wal_race::{read_results, renderings, saved_dir, write_results};
+use labs::wal_race::{read_results, renderings, write_results};
+
+fn saved_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(labs::wal_race::SAVED)
+}
 use std::sync::atomic::AtomicBool;
 
 #[test]
@@ -73,7 +77,7 @@ async fn a_short_race_has_every_point_and_the_facts_that_hold_on_any_machine() {
         r"(?m)^(Fastest: |Fastest durable strategy other than copy: |Durable strategies: ).*$",
         "$1[measured]",
     );
-    settings.bind(|| insta::assert_snapshot!("short_race_text", report.to_text()));
+    settings.bind(|| insta::assert_snapshot!("short_race_text", report.to_string()));
 
     // Every rendering: JSON reads back the same, CSV has a row a point, SVGs inline cleanly.
     let dir = tempfile::tempdir().unwrap();

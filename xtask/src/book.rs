@@ -98,7 +98,7 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
     let mut book = MDBook::load_with_config(&book_dir, config)
         .context("could not load the book (book/src/SUMMARY.md and its chapters)")?;
     book.config.set("preprocessor.admonish", admonish)?;
-    let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
+    let bank = crate::load_bank(root)?;
     let cohort = crate::load_cohort(root, &course)?;
     book.with_preprocessor(CoursePreprocessor { course, cohort, bank, edition });
     book.with_preprocessor(mdbook_admonish::Admonish);

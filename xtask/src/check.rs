@@ -254,9 +254,9 @@ fn labs_command(root: &Path) -> std::process::Command {
     std::process::Command::new(binary)
 }
 
-/// Exit code and message by which `labs check` says an activity has nothing to solve.
-const NO_EXERCISE_EXIT: i32 = 3;
-const NO_EXERCISE_TEXT: &str = "has no exercise";
+/// `labs check`'s exit codes (labs::Exit): xtask reads codes, never message text.
+const CHECK_FAILED: i32 = 1;
+const NO_EXERCISE: i32 = 3;
 
 /// The exercise in the repository must be unsolved (its check fails) and the reference solution
 /// must pass the same check: otherwise attendees get a finished exercise or an impossible one.
@@ -264,21 +264,18 @@ fn exercise(root: &Path, id: &str, backend: Backend) -> Result<Outcome> {
     let backend = backend.to_string();
     let unsolved = command_output(labs_command(root).args(["check", id, "--pg", &backend]))?;
     let text = combined(&unsolved);
-    if unsolved.status.code() == Some(NO_EXERCISE_EXIT) && text.contains(NO_EXERCISE_TEXT) {
-        return Ok(Outcome::Skipped(format!("{id} has no exercise")));
-    }
     match unsolved.status.code() {
+        Some(NO_EXERCISE) => return Ok(Outcome::Skipped(format!("{id} has no exercise"))),
         Some(0) => bail!(
             "`labs check {id}` passes on the exercise as it is in the repository; the exercise must start \
              unsolved (was the solution copied into the exercise?)\n{}",
             indent(&text)
         ),
-        None => bail!("`labs check {id}` was killed ({}):\n{}", unsolved.status, indent(&text)),
-        // Exit 1 is also how labs reports an error: an unsolved exercise must fail its check, not fail to run.
-        Some(_) if text.lines().any(|l| l.trim_start().starts_with("error:")) => {
-            bail!("`labs check {id}` could not run the check:\n{}", indent(&text))
+        Some(CHECK_FAILED) => {
+            println!("as expected, the unsolved exercise fails its check:\n{}", indent(&tail(&text, 8)))
         }
-        Some(_) => println!("as expected, the unsolved exercise fails its check:\n{}", indent(&tail(&text, 8))),
+        Some(code) => bail!("`labs check {id}` could not run the check (exit {code}):\n{}", indent(&text)),
+        None => bail!("`labs check {id}` was killed ({}):\n{}", unsolved.status, indent(&text)),
     }
     let solved = command_output(labs_command(root).args(["check", id, "--solution", "--pg", &backend]))?;
     let text = combined(&solved);

@@ -66,7 +66,7 @@ pub fn collect(root: &Path) -> Result<BTreeMap<String, BTreeSet<String>>> {
             }
             // The poll page's links come from the myth bank, at build time.
             if text.contains(crate::poll::DIRECTIVE) {
-                let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
+                let bank = crate::load_bank(root)?;
                 for url in crate::poll::urls(&bank) {
                     found.entry(url).or_default().insert(page.clone());
                 }

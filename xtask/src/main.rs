@@ -132,29 +132,28 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives one level below the root").to_path_buf()
 }
 
-/// course.toml as it is on disk now, so an instructor's edit shows up without recompiling.
+/// The kit's settings as they are on disk now (course.toml, cohort.toml), read with the labs'
+/// own loader, so an instructor's edit shows up without recompiling and is judged by one rule.
+pub fn load_settings(root: &Path) -> Result<labs::settings::Settings> {
+    labs::settings::Settings::load_from(labs::settings::Kit::at(root))
+        .map_err(|e| anyhow::anyhow!("{e}\nFix the file named above, then rerun."))
+}
+
+/// course.toml as it is on disk now.
 pub fn load_course(root: &Path) -> Result<Course> {
-    let path = root.join("course.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-    Course::parse(&text).map_err(|e| anyhow::anyhow!("{e}\nFix course.toml, then rerun."))
+    Ok(load_settings(root)?.course)
+}
+
+/// The myth bank on disk, with the cohort's poll (every poll myth must be in it).
+pub fn load_bank(root: &Path) -> Result<labs::mythbusting::Bank> {
+    let settings = load_settings(root)?;
+    labs::mythbusting::Bank::load(&settings).map_err(|e| anyhow::anyhow!("{e}\nFix it, then rerun."))
 }
 
 /// cohort.toml from disk, checked against the course and the myth bank.
-pub fn load_cohort(root: &Path, course: &Course) -> Result<labs::course::Cohort> {
-    let path = root.join("cohort.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
-    let cohort =
-        labs::course::Cohort::parse(&text, course).map_err(|e| anyhow::anyhow!("{e}\nFix cohort.toml, then rerun."))?;
-    let bank = labs::mythbusting::Bank::load().map_err(anyhow::Error::msg)?;
-    let unknown: Vec<&String> = cohort.poll.iter().filter(|id| bank.get(id).is_none()).collect();
-    if !unknown.is_empty() {
-        let ids: Vec<&str> = bank.myth.iter().map(|m| m.id.as_str()).collect();
-        bail!(
-            "cohort.toml: poll names unknown myth(s) {unknown:?}; the myths are: {}\nFix cohort.toml, then rerun.",
-            ids.join(", ")
-        );
-    }
-    Ok(cohort)
+pub fn load_cohort(root: &Path, _course: &Course) -> Result<labs::course::Cohort> {
+    load_bank(root)?;
+    Ok(load_settings(root)?.cohort)
 }
 
 /// `cargo`, the same one that started us, run from the repository root.

@@ -170,8 +170,8 @@ mod tests {
 
     #[test]
     fn the_half_day_and_a_skipped_activity_come_from_the_same_data() {
-        let course = labs::course::Course::load();
-        let mut cohort = labs::course::Cohort::load(&course).unwrap();
+        let settings = labs::settings::Settings::compiled_in();
+        let (course, mut cohort) = (settings.course, settings.cohort);
         cohort.variant = "half-day".into();
         cohort.skip = vec!["outage".into()];
         let table = render(&course, &cohort, &|a| Some(format!("{}/README.md", a.folder())));

@@ -1,42 +1,39 @@
 //! `labs run log-sleuth` and `labs check log-sleuth`: out-of-order commits against a real server.
 //!
-//! The run is a script, not a race: two writer sessions are interleaved step by step so that the
+//! The run is a script, not a race: writer sessions are interleaved step by step so that the
 //! event with the smaller position commits last, on every run. Positions come from a fresh
 //! identity column, so the output is the same on every machine.
+//!
+//! The check runs the attendee's read through three scripted interleavings, each of which defeats
+//! one plausible half-fix on every run, then through concurrent writers:
+//! - the out-of-order commit above: a position checkpoint skips the smaller position;
+//! - an older transaction whose events lie on both sides of a younger one's, committing first: a
+//!   read that stays behind the watermark but keeps only the position skips the younger event;
+//! - a consumer that starts after everything committed and reads it all at once: a read that
+//!   resumes after the pair (transaction_id, position) but orders by position repeats events.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
-use super::generate::Rng;
-use super::{Checkpoint, EventRow, Reader};
-use crate::pg::{ProviderError, Server};
-use crate::store;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error("{context}: {source}")]
-    Sql { context: String, source: tokio_postgres::Error },
-    #[error(
-        "the {0} consumer's poll did not return within {1} s. Does it wait for the writers (a table lock, \
-         or a loop until something arrives)? A poll must return what is readable now, even nothing; \
-         in this lab the open transaction commits only after the poll returns"
-    )]
-    PollStalled(&'static str, u64),
-}
+use super::{EventRow, Reader};
+use crate::error::LabError;
+use crate::lab::{Check, CheckReport, ExerciseFile};
+use crate::pg::Server;
+use crate::rng::Rng;
+use crate::store::{self, Checkpoint};
 
 /// A poll that takes longer than this is waiting for something that will not come.
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn sql(context: &str) -> impl FnOnce(tokio_postgres::Error) -> LabError + '_ {
-    move |source| LabError::Sql { context: context.to_string(), source }
-}
+/// How long the check keeps polling for committed events a read has not returned yet, before
+/// calling them missed: a read that waits for events to "settle" shows up here as late.
+/// (Short, because an unsolved exercise pays it in every check that misses events; a read that
+/// waits longer than this is reported as skipping, which, for a transaction open that long, it does.)
+const LATE_WINDOW: Duration = Duration::from_millis(600);
 
 /// What `labs run log-sleuth` shows: the timeline and each consumer's result.
 #[derive(Debug, Clone, Serialize)]
@@ -61,7 +58,7 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReaderResult {
     pub name: &'static str,
-    pub query: &'static str,
+    pub query: String,
     /// Positions in the order the consumer received them.
     pub delivered: Vec<i64>,
     pub missed_events: usize,
@@ -71,20 +68,37 @@ pub struct ReaderResult {
 
 /// One consumer with its checkpoint and what it has received.
 struct Consumer {
-    reader: Reader,
+    name: &'static str,
     client: Client,
+    statement: Statement,
     checkpoint: Checkpoint,
     delivered: Vec<EventRow>,
 }
 
 impl Consumer {
+    async fn new(server: &Server, reader: &Reader) -> Result<Consumer, LabError> {
+        let client = server.connect().await?;
+        let statement = reader.prepare(&client).await?;
+        Ok(Consumer { name: reader.name, client, statement, checkpoint: Checkpoint::START, delivered: Vec::new() })
+    }
+
     async fn poll_once(&mut self) -> Result<Vec<EventRow>, LabError> {
-        let events = tokio::time::timeout(POLL_TIMEOUT, self.reader.poll(&self.client, &self.checkpoint))
+        let events = tokio::time::timeout(POLL_TIMEOUT, Reader::poll(&self.client, &self.statement, self.checkpoint))
             .await
-            .map_err(|_| LabError::PollStalled(self.reader.name(), POLL_TIMEOUT.as_secs()))?
-            .map_err(sql("the consumer's poll"))?;
+            .map_err(|_| {
+                LabError::Exercise(format!(
+                    "the {} consumer's read did not return within {} s. Does it wait for the writers (a lock, \
+                     or pg_sleep until something arrives)? A read must return what is readable now, even \
+                     nothing: in this check the open transaction commits only after the read returns",
+                    self.name,
+                    POLL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| {
+                LabError::Exercise(format!("the {} consumer's read failed: {}", self.name, store::server_message(&e)))
+            })?;
         if let Some(last) = events.last() {
-            self.checkpoint = Checkpoint::after(last);
+            self.checkpoint = last.checkpoint();
         }
         self.delivered.extend(events.iter().cloned());
         Ok(events)
@@ -94,6 +108,26 @@ impl Consumer {
     async fn drain(&mut self) -> Result<(), LabError> {
         while !self.poll_once().await?.is_empty() {}
         Ok(())
+    }
+
+    /// Drains, then keeps polling a while for committed events still missing, so a read that
+    /// returns them only late is told apart from one that never does. Returns how long after the
+    /// first empty poll the last late event came (None: nothing came late).
+    async fn drain_and_wait_for(&mut self, committed: &BTreeSet<Uuid>) -> Result<Option<Duration>, LabError> {
+        self.drain().await?;
+        let started = Instant::now();
+        let mut late = None;
+        while started.elapsed() < LATE_WINDOW {
+            let seen: BTreeSet<Uuid> = self.delivered.iter().map(|e| e.event_id).collect();
+            if committed.is_subset(&seen) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !self.poll_once().await?.is_empty() {
+                late = Some(started.elapsed());
+            }
+        }
+        Ok(late)
     }
 }
 
@@ -108,24 +142,51 @@ async fn append(client: &Client, n: u128, stream: &str, version: i64, event_type
             &[&Uuid::from_u128(n), &stream, &version, &event_type],
         )
         .await
-        .map_err(sql("append"))?;
+        .map_err(LabError::db(format!("appending {stream} v{version}")))?;
     Ok(row.get(0))
 }
 
-/// Runs the scripted interleaving with the given consumers.
-pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabError> {
+async fn sql(client: &Client, statement: &str, who: &str) -> Result<(), LabError> {
+    client.batch_execute(statement).await.map_err(LabError::db(format!("{who}: {statement}")))
+}
+
+/// A fresh store (the events table, empty) in the server's database.
+async fn fresh_store(server: &Server) -> Result<(), LabError> {
     let setup = server.connect().await?;
-    store::install(&setup).await.map_err(sql("installing the events table"))?;
+    let installed: bool = setup
+        .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
+        .await
+        .map_err(LabError::db("looking for events"))?
+        .get(0);
+    if installed {
+        sql(&setup, "TRUNCATE events RESTART IDENTITY", "setup").await
+    } else {
+        store::install(&setup).await.map_err(LabError::db("installing the events table"))
+    }
+}
+
+/// Runs the scripted out-of-order commit with the given consumers.
+pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabError> {
+    Ok(run_script(server, readers, false).await?.0)
+}
+
+/// What each consumer received, and how late its last late event came (see
+/// [`Consumer::drain_and_wait_for`]).
+type Received = Vec<(Vec<EventRow>, Option<Duration>)>;
+
+/// The script; with `wait_for_late`, each consumer keeps polling a while at the end for
+/// committed events it has not returned yet.
+async fn run_script(
+    server: &Server,
+    readers: &[Reader],
+    wait_for_late: bool,
+) -> Result<(LabReport, Received), LabError> {
+    fresh_store(server).await?;
     let writer_a = server.connect().await?;
     let writer_b = server.connect().await?;
     let mut consumers = Vec::new();
-    for &reader in readers {
-        consumers.push(Consumer {
-            reader,
-            client: server.connect().await?,
-            checkpoint: Checkpoint::default(),
-            delivered: Vec::new(),
-        });
+    for reader in readers {
+        consumers.push(Consumer::new(server, reader).await?);
     }
     let mut timeline = Vec::new();
     let mut committed = Committed::new();
@@ -140,7 +201,7 @@ pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabEr
     poll_all(&mut consumers, &mut timeline, &committed).await?;
 
     // 2. Writer A opens a transaction and appends, then stalls before committing.
-    writer_a.batch_execute("BEGIN").await.map_err(sql("writer A: BEGIN"))?;
+    sql(&writer_a, "BEGIN", "writer A").await?;
     let p2 = append(&writer_a, 2, "payment-1002", 1, "PaymentAuthorized").await?;
     writer(
         &mut timeline,
@@ -157,7 +218,7 @@ pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabEr
     poll_all(&mut consumers, &mut timeline, &committed).await?;
 
     // 4. Writer A commits: its smaller position becomes visible after a larger one.
-    writer_a.batch_execute("COMMIT").await.map_err(sql("writer A: COMMIT"))?;
+    sql(&writer_a, "COMMIT", "writer A").await?;
     committed.insert(p2, ("payment-1002".into(), 1, "PaymentAuthorized".into()));
     writer(&mut timeline, "writer A", "commit".into(), vec![p2], &format!("position {p2} commits after position {p3}"));
     poll_all(&mut consumers, &mut timeline, &committed).await?;
@@ -168,11 +229,14 @@ pub async fn run(server: &Server, readers: &[Reader]) -> Result<LabReport, LabEr
     writer(&mut timeline, "writer B", "append payment-1002 v2 PaymentCaptured; commit".into(), vec![p4], "");
     poll_all(&mut consumers, &mut timeline, &committed).await?;
 
+    let all: BTreeSet<Uuid> = all_events(server).await?.into_iter().map(|(id, _)| id).collect();
+    let mut received = Vec::new();
     for c in &mut consumers {
-        c.drain().await?;
+        let late = if wait_for_late { c.drain_and_wait_for(&all).await? } else { c.drain().await.map(|_| None)? };
+        received.push((c.delivered.clone(), late));
     }
-    let readers = consumers.iter().map(|c| result_of(c, &committed)).collect();
-    Ok(LabReport { lab: "log-sleuth", timeline, committed: committed.keys().copied().collect(), readers })
+    let readers = consumers.iter().zip(readers).map(|(c, r)| result_of(c, &r.describe, &committed)).collect();
+    Ok((LabReport { lab: "log-sleuth", timeline, committed: committed.keys().copied().collect(), readers }, received))
 }
 
 async fn poll_all(consumers: &mut [Consumer], timeline: &mut Vec<Step>, committed: &Committed) -> Result<(), LabError> {
@@ -183,7 +247,7 @@ async fn poll_all(consumers: &mut [Consumer], timeline: &mut Vec<Step>, committe
         // Say why a consumer got nothing while committed events are still undelivered.
         let note = if !got.is_empty() || waiting.is_empty() {
             String::new()
-        } else if waiting.iter().all(|p| *p < c.checkpoint.position) && c.reader != Reader::Watermark {
+        } else if waiting.iter().all(|p| *p < c.checkpoint.position) && c.name != "watermark" {
             format!(
                 "position {} is behind its checkpoint ({}): skipped for good",
                 join(&waiting),
@@ -194,7 +258,7 @@ async fn poll_all(consumers: &mut [Consumer], timeline: &mut Vec<Step>, committe
         };
         timeline.push(Step {
             step: timeline.len() + 1,
-            who: c.reader.name().into(),
+            who: c.name.into(),
             action: "poll".into(),
             positions: got.iter().map(|e| e.position).collect(),
             note,
@@ -203,7 +267,7 @@ async fn poll_all(consumers: &mut [Consumer], timeline: &mut Vec<Step>, committe
     Ok(())
 }
 
-fn result_of(c: &Consumer, committed: &Committed) -> ReaderResult {
+fn result_of(c: &Consumer, query: &str, committed: &Committed) -> ReaderResult {
     let delivered: Vec<i64> = c.delivered.iter().map(|e| e.position).collect();
     let unique: BTreeSet<i64> = delivered.iter().copied().collect();
     let missed: Vec<String> = committed
@@ -212,8 +276,8 @@ fn result_of(c: &Consumer, committed: &Committed) -> ReaderResult {
         .map(|(p, (stream, version, ty))| format!("position {p}: {stream} v{version} {ty}"))
         .collect();
     ReaderResult {
-        name: c.reader.name(),
-        query: c.reader.describe(),
+        name: c.name,
+        query: query.to_string(),
         missed_events: missed.len(),
         missed,
         duplicates: delivered.len() - unique.len(),
@@ -225,20 +289,20 @@ fn join(positions: &[i64]) -> String {
     positions.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-impl LabReport {
+impl fmt::Display for LabReport {
     /// The timeline for people: what each session did and what each consumer received.
-    pub fn to_text(&self) -> String {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
+        use fmt::Write as _;
         let _ = writeln!(out, "Log Sleuth: two writers commit out of order; {} consumers poll.", self.readers.len());
         for r in &self.readers {
             let _ = writeln!(out, "  {:<10} {}", r.name, r.query);
         }
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:>4}  {:<10} {:<52} {:<10} {}", "step", "who", "what", "positions", "note");
+        let _ = writeln!(out, "{:>4}  {:<10} {:<52} {:<10} note", "step", "who", "what", "positions");
         for s in &self.timeline {
             let positions = if s.positions.is_empty() { "-".to_string() } else { join(&s.positions) };
-            let _ =
-                writeln!(out, "{:>4}  {:<10} {:<52} {:<10} {}", s.step, s.who, s.action, positions, s.note).map(|_| ());
+            let _ = writeln!(out, "{:>4}  {:<10} {:<52} {:<10} {}", s.step, s.who, s.action, positions, s.note);
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "committed: {}", join(&self.committed));
@@ -251,58 +315,189 @@ impl LabReport {
             let _ = writeln!(out, "{:<10} delivered {:<12} {}", r.name, join(&r.delivered), verdict);
         }
         // Trailing spaces from empty notes would make the snapshot fragile to editors.
-        out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n"
+        for line in out.lines() {
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        Ok(())
     }
 }
 
-/// The result of `labs check log-sleuth`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    pub activity: &'static str,
-    pub reader: &'static str,
-    pub passed: bool,
-    pub checks: Vec<CheckResult>,
+impl crate::lab::Report for LabReport {}
+
+/// What every check of a consumer looks at: each committed event delivered exactly once, each
+/// stream in version order, and promptly.
+struct Verdict {
+    missed: Vec<String>,
+    duplicates: usize,
+    out_of_order: usize,
+    late: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
+impl Verdict {
+    fn of(delivered: &[EventRow], committed: &BTreeMap<Uuid, String>, late: Option<Duration>) -> Verdict {
+        let unique: BTreeSet<Uuid> = delivered.iter().map(|e| e.event_id).collect();
+        let missed = committed.iter().filter(|(id, _)| !unique.contains(id)).map(|(_, what)| what.clone()).collect();
+        let mut last_version: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut out_of_order = 0;
+        let mut seen = BTreeSet::new();
+        for e in delivered {
+            if !seen.insert(e.event_id) {
+                continue; // a repeat is counted as a duplicate, not again as disorder
+            }
+            let last = last_version.entry(e.stream_id.as_str()).or_insert(0);
+            if e.version < *last {
+                out_of_order += 1;
+            }
+            *last = (*last).max(e.version);
+        }
+        Verdict { missed, duplicates: delivered.len() - unique.len(), out_of_order, late }
+    }
 
-/// Checks a consumer: the scripted interleaving, then concurrent writers with random commit
-/// delays. It passes only if every committed event arrives exactly once, each stream in order.
-pub async fn check(server: &Server, reader: Reader) -> Result<CheckReport, LabError> {
-    let mut checks = Vec::new();
-    let scripted = run(server, &[reader]).await?;
-    let r = &scripted.readers[0];
-    checks.push(CheckResult {
-        name: "scripted out-of-order commit: no event missed".into(),
-        passed: r.missed_events == 0,
-        detail: if r.missed.is_empty() {
-            "all 4 events delivered".into()
+    fn passed(&self) -> bool {
+        self.missed.is_empty() && self.duplicates == 0 && self.out_of_order == 0 && self.late.is_none()
+    }
+
+    /// Why it failed, in words an attendee can act on; `why_missed` explains a skip here.
+    fn detail(&self, all: usize, why_missed: &str, why_repeated: &str) -> String {
+        let mut lines = Vec::new();
+        if let Some(late) = self.late {
+            lines.push(format!(
+                "some events came only {} ms after the writers had committed and nothing older was open: a read \
+                 that waits for events to settle skips any transaction that stays open longer than its wait",
+                late.as_millis()
+            ));
+        }
+        if !self.missed.is_empty() {
+            const SHOWN: usize = 4;
+            let more = self.missed.len().saturating_sub(SHOWN);
+            let listed = self.missed.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+            let listed = if more > 0 { format!("{listed} and {more} more") } else { listed };
+            lines.push(format!("skipped {listed}: {why_missed}"));
+        }
+        if self.duplicates > 0 {
+            lines.push(format!("{} event(s) delivered twice: {why_repeated}", self.duplicates));
+        }
+        if self.out_of_order > 0 {
+            lines.push(format!("{} event(s) arrived after a later version of their stream", self.out_of_order));
+        }
+        if lines.is_empty() {
+            format!("all {all} events delivered once, each stream in order")
         } else {
-            format!("missed {}", r.missed.join("; "))
-        },
-    });
-    checks.push(CheckResult {
-        name: "scripted out-of-order commit: no event delivered twice".into(),
-        passed: r.duplicates == 0,
-        detail: format!("{} duplicate deliveries", r.duplicates),
-    });
-    checks.extend(concurrent_writers(server, reader).await?);
-    let passed = checks.iter().all(|c| c.passed);
-    Ok(CheckReport { activity: "log-sleuth", reader: reader.name(), passed, checks })
+            lines.join("\n")
+        }
+    }
+}
+
+/// Checks a consumer's read: three scripted interleavings, then concurrent writers. It passes
+/// only if every committed event arrives exactly once, each stream in order, without delay.
+pub async fn check(server: &Server, reader: &Reader, file: &ExerciseFile) -> Result<CheckReport, LabError> {
+    let checks = checks(server, reader).await?;
+    Ok(CheckReport::new("log-sleuth", file, checks, "this consumer never skips or repeats an event."))
+}
+
+/// The checks themselves, for any reader (tests run them on the half-fixes).
+pub async fn checks(server: &Server, reader: &Reader) -> Result<Vec<Check>, LabError> {
+    Ok(vec![
+        out_of_order_commit(server, reader).await?,
+        interleaved_transactions(server, reader).await?,
+        late_consumer(server, reader).await?,
+        concurrent_writers(server, reader).await?,
+    ])
+}
+
+/// Event ids of the scripted checks, by position: the committed set a verdict compares with.
+fn committed_ids(server_rows: &[(Uuid, String)]) -> BTreeMap<Uuid, String> {
+    server_rows.iter().cloned().collect()
+}
+
+async fn all_events(server: &Server) -> Result<Vec<(Uuid, String)>, LabError> {
+    let client = server.connect().await?;
+    let rows = client
+        .query("SELECT event_id, format('position %s: %s v%s %s', position, stream_id, version, type) FROM events ORDER BY position", &[])
+        .await
+        .map_err(LabError::db("reading what was committed"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The lab's own script: a smaller position commits after a larger one has been read.
+async fn out_of_order_commit(server: &Server, reader: &Reader) -> Result<Check, LabError> {
+    let (_, received) = run_script(server, std::slice::from_ref(reader), true).await?;
+    let (delivered, late) = &received[0];
+    let committed = committed_ids(&all_events(server).await?);
+    let verdict = Verdict::of(delivered, &committed, *late);
+    Ok(Check::new(
+        "out-of-order-commit",
+        "a smaller position commits after a larger one: nothing skipped or repeated",
+        verdict.passed(),
+        verdict.detail(
+            committed.len(),
+            "it committed after position 3 had been read, and its position is behind the checkpoint",
+            "the read returned rows at or before its own checkpoint",
+        ),
+    ))
+}
+
+/// An older transaction (it wrote first, so it holds the smaller transaction id) takes positions
+/// 1 and 3 around a younger transaction's position 2 and commits first; the consumer reads; then
+/// the younger one commits. Behind the watermark the consumer has read 1 and 3; a checkpoint of
+/// position 3 alone now hides position 2 for ever. The pair (xid, 3) does not: 2's xid is larger.
+async fn interleaved_transactions(server: &Server, reader: &Reader) -> Result<Check, LabError> {
+    fresh_store(server).await?;
+    let older = server.connect().await?;
+    let younger = server.connect().await?;
+    let mut consumer = Consumer::new(server, reader).await?;
+    sql(&older, "BEGIN", "older transaction").await?;
+    append(&older, 11, "order-7", 1, "OrderPlaced").await?;
+    sql(&younger, "BEGIN", "younger transaction").await?;
+    append(&younger, 12, "invoice-9", 1, "InvoiceIssued").await?;
+    append(&older, 13, "order-7", 2, "OrderPaid").await?;
+    sql(&older, "COMMIT", "older transaction").await?;
+    consumer.poll_once().await?;
+    sql(&younger, "COMMIT", "younger transaction").await?;
+    let committed = committed_ids(&all_events(server).await?);
+    let late = consumer.drain_and_wait_for(&committed.keys().copied().collect()).await?;
+    let verdict = Verdict::of(&consumer.delivered, &committed, late);
+    Ok(Check::new(
+        "interleaved-transactions",
+        "an older transaction's events on both sides of a younger one's: nothing skipped",
+        verdict.passed(),
+        verdict.detail(
+            committed.len(),
+            "a younger transaction took a smaller position than events already read from an older one and \
+             committed later; a checkpoint of the position alone is already past it. Resume after the pair \
+             (transaction_id, position)",
+            "the checkpoint is the last row's pair, so the rows must come in (transaction_id, position) order",
+        ),
+    ))
+}
+
+/// A consumer that starts after the writers of the previous check: it reads all at once, so a
+/// read whose order differs from its checkpoint's order returns rows again.
+async fn late_consumer(server: &Server, reader: &Reader) -> Result<Check, LabError> {
+    // The previous check left three events from two interleaved transactions.
+    let committed = committed_ids(&all_events(server).await?);
+    let mut consumer = Consumer::new(server, reader).await?;
+    let late = consumer.drain_and_wait_for(&committed.keys().copied().collect()).await?;
+    let verdict = Verdict::of(&consumer.delivered, &committed, late);
+    Ok(Check::new(
+        "late-consumer",
+        "a consumer that starts after the writers: every event once",
+        verdict.passed(),
+        verdict.detail(
+            committed.len(),
+            "nothing was open any more: the read's condition itself excludes it",
+            "the rows came in one order and the checkpoint (the last row's transaction_id and position) \
+             follows another: order by transaction_id, position",
+        ),
+    ))
 }
 
 /// Writers and one consumer race for real: each writer appends to its own stream, one event per
 /// transaction, and holds each transaction open for a random moment before committing.
-async fn concurrent_writers(server: &Server, reader: Reader) -> Result<Vec<CheckResult>, LabError> {
+async fn concurrent_writers(server: &Server, reader: &Reader) -> Result<Check, LabError> {
     const WRITERS: usize = 4;
     const EVENTS_PER_WRITER: i64 = 50;
-    let setup = server.connect().await?;
-    setup.batch_execute("TRUNCATE events").await.map_err(sql("truncating events"))?;
+    fresh_store(server).await?;
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let client = server.connect().await?;
@@ -324,61 +519,25 @@ async fn concurrent_writers(server: &Server, reader: Reader) -> Result<Vec<Check
             Ok::<(), tokio_postgres::Error>(())
         }));
     }
-    let mut consumer =
-        Consumer { reader, client: server.connect().await?, checkpoint: Checkpoint::default(), delivered: Vec::new() };
+    let mut consumer = Consumer::new(server, reader).await?;
     while tasks.iter().any(|t| !t.is_finished()) {
         consumer.poll_once().await?;
         tokio::time::sleep(Duration::from_micros(300)).await;
     }
     for t in tasks {
-        t.await.expect("writer task panicked").map_err(sql("a concurrent writer"))?;
+        t.await?.map_err(LabError::db("a concurrent writer"))?;
     }
-    consumer.drain().await?;
-
-    let total = WRITERS as i64 * EVENTS_PER_WRITER;
-    let delivered: BTreeSet<Uuid> = consumer.delivered.iter().map(|e| e.event_id).collect();
-    let missed = total - delivered.len() as i64;
-    let duplicates = consumer.delivered.len() - delivered.len();
-    let mut last_version: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut out_of_order = 0;
-    for e in &consumer.delivered {
-        let last = last_version.entry(e.stream_id.as_str()).or_insert(0);
-        if e.version <= *last {
-            out_of_order += 1;
-        }
-        *last = (*last).max(e.version);
-    }
-    Ok(vec![
-        CheckResult {
-            name: format!("{WRITERS} concurrent writers: every one of {total} events delivered"),
-            passed: missed == 0,
-            detail: format!("{missed} missed"),
-        },
-        CheckResult {
-            name: format!("{WRITERS} concurrent writers: no event delivered twice"),
-            passed: duplicates == 0,
-            detail: format!("{duplicates} duplicate deliveries"),
-        },
-        CheckResult {
-            name: format!("{WRITERS} concurrent writers: each stream in version order"),
-            passed: out_of_order == 0,
-            detail: format!("{out_of_order} events arrived after a later version of their stream"),
-        },
-    ])
-}
-
-impl CheckReport {
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "labs check {} ({} consumer)", self.activity, self.reader);
-        for c in &self.checks {
-            let _ = writeln!(out, "  {} {}  ({})", if c.passed { "ok  " } else { "FAIL" }, c.name, c.detail);
-        }
-        if self.passed {
-            let _ = writeln!(out, "passed: this consumer never skips or repeats an event.");
-        } else {
-            let _ = writeln!(out, "failed: fix poll() in labs/src/log_sleuth/exercise.rs (hints at the top of the file), then run this again.");
-        }
-        out
-    }
+    let committed = committed_ids(&all_events(server).await?);
+    let late = consumer.drain_and_wait_for(&committed.keys().copied().collect()).await?;
+    let verdict = Verdict::of(&consumer.delivered, &committed, late);
+    Ok(Check::new(
+        "concurrent-writers",
+        format!("{WRITERS} writers holding their transactions open a random moment: every event once, in stream order"),
+        verdict.passed(),
+        verdict.detail(
+            committed.len(),
+            "transactions commit in another order than their positions",
+            "the read returned rows at or before its own checkpoint",
+        ),
+    ))
 }

@@ -9,28 +9,23 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::DemoReport;
+use crate::error::{ensure, LabError};
 use crate::pg::{Capability, Node, Server};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Demo {
-    ReplicationNoLoss,
-    IdentityGapFree,
-    NotifyDurableQueue,
-    AsyncCommitCorrupts,
-    UpdateLessWal,
-    UnloggedFreeSpeedup,
-    MoreIndexesFree,
+id_enum! {
+    /// A myth that has a demonstration, by the myth's id.
+    pub enum Demo {
+        ReplicationNoLoss = "replication-no-loss",
+        IdentityGapFree = "identity-gap-free",
+        NotifyDurableQueue = "notify-durable-queue",
+        AsyncCommitCorrupts = "async-commit-corrupts",
+        UpdateLessWal = "update-less-wal",
+        UnloggedFreeSpeedup = "unlogged-free-speedup",
+        MoreIndexesFree = "more-indexes-free",
+    }
 }
 
-pub const ALL: [Demo; 7] = [
-    Demo::ReplicationNoLoss,
-    Demo::IdentityGapFree,
-    Demo::NotifyDurableQueue,
-    Demo::AsyncCommitCorrupts,
-    Demo::UpdateLessWal,
-    Demo::UnloggedFreeSpeedup,
-    Demo::MoreIndexesFree,
-];
+pub const ALL: &[Demo] = Demo::ALL;
 
 /// Rows the WAL demonstrations write: enough for full-page images and index pages to show,
 /// small enough to take well under a second.
@@ -40,22 +35,6 @@ const ASYNC_COMMITS: i32 = 200;
 const DURABLE_COMMITS: i32 = 100;
 
 impl Demo {
-    pub fn id(self) -> &'static str {
-        match self {
-            Demo::ReplicationNoLoss => "replication-no-loss",
-            Demo::IdentityGapFree => "identity-gap-free",
-            Demo::NotifyDurableQueue => "notify-durable-queue",
-            Demo::AsyncCommitCorrupts => "async-commit-corrupts",
-            Demo::UpdateLessWal => "update-less-wal",
-            Demo::UnloggedFreeSpeedup => "unlogged-free-speedup",
-            Demo::MoreIndexesFree => "more-indexes-free",
-        }
-    }
-
-    pub fn from_id(id: &str) -> Option<Demo> {
-        ALL.into_iter().find(|d| d.id() == id)
-    }
-
     /// What the demonstration does to its server beyond SQL.
     pub fn needs(self) -> &'static [Capability] {
         match self {
@@ -67,7 +46,7 @@ impl Demo {
     }
 
     /// Runs the demonstration on a fresh server.
-    pub async fn run(self, server: &mut Server, statement: &str, verdict: &str) -> anyhow::Result<DemoReport> {
+    pub async fn run(self, server: &mut Server, statement: &str, verdict: &str) -> Result<DemoReport, LabError> {
         let started = Instant::now();
         let mut report = DemoReport {
             myth: self.id().to_string(),
@@ -117,7 +96,7 @@ impl DemoReport {
 /// A session whose server messages (warnings, notifications) arrive on a channel, in order.
 async fn session_with_messages(
     config: &tokio_postgres::Config,
-) -> anyhow::Result<(Client, mpsc::UnboundedReceiver<AsyncMessage>)> {
+) -> Result<(Client, mpsc::UnboundedReceiver<AsyncMessage>), LabError> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (send, receive) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -131,15 +110,15 @@ async fn session_with_messages(
     Ok((client, receive))
 }
 
-async fn count(client: &Client, table: &str) -> anyhow::Result<i64> {
+async fn count(client: &Client, table: &str) -> Result<i64, LabError> {
     Ok(client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await?.get(0))
 }
 
-async fn wal_lsn(client: &Client) -> anyhow::Result<String> {
+async fn wal_lsn(client: &Client) -> Result<String, LabError> {
     Ok(client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await?.get(0))
 }
 
-async fn wal_since(client: &Client, from: &str) -> anyhow::Result<i64> {
+async fn wal_since(client: &Client, from: &str) -> Result<i64, LabError> {
     Ok(client
         .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn)::bigint", &[&from])
         .await?
@@ -157,7 +136,7 @@ fn kib(bytes: i64) -> String {
 /// "Replication means no data loss": an asynchronous standby that falls behind loses what the
 /// primary acknowledged; a synchronous one makes the commit wait instead, and a cancelled wait
 /// still reports success.
-async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     let primary = server.connect().await?;
     primary.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, note text NOT NULL)").await?;
     server.start_standby().await?;
@@ -182,10 +161,9 @@ async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> anyhow:
         if state.as_deref() == Some("SyncRep") {
             break;
         }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(20),
-            "the commit never started waiting for the standby"
-        );
+        ensure(started.elapsed() < Duration::from_secs(20), || {
+            "the commit never started waiting for the standby".to_string()
+        })?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -238,7 +216,7 @@ async fn replication_no_loss(server: &mut Server, r: &mut DemoReport) -> anyhow:
 
 /// "Identity values are gap-free and in commit order": a reader that polls `id > last_seen`
 /// skips a row whose id was taken before, but committed after, one it has read.
-async fn identity_gap_free(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn identity_gap_free(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     let setup = server.connect().await?;
     setup
         .batch_execute("CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL)")
@@ -282,7 +260,7 @@ fn gaps(ids: &[i64]) -> Vec<i64> {
 }
 
 /// "LISTEN/NOTIFY is a durable queue": a listener that is not connected gets nothing, ever.
-async fn notify_durable_queue(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn notify_durable_queue(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     let writer = server.connect().await?;
     writer.batch_execute("CREATE TABLE orders (id int PRIMARY KEY)").await?;
     let notify = |id: i32| format!("BEGIN; INSERT INTO orders VALUES ({id}); NOTIFY orders, 'order {id}'; COMMIT;");
@@ -325,7 +303,7 @@ async fn notifications_within(messages: &mut mpsc::UnboundedReceiver<AsyncMessag
 
 /// "synchronous_commit = off can corrupt the database": it loses the last commits, and what
 /// remains is consistent.
-async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn async_commit_corrupts(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     server.quiet_background_wal_writes().await?;
     let client = server.connect().await?;
     client
@@ -399,7 +377,7 @@ fn insert_events(table: &str) -> String {
 
 /// "UPDATE writes less WAL than INSERT": right after a checkpoint, each page's first change
 /// writes the whole page (a full-page image).
-async fn update_less_wal(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn update_less_wal(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     let client = server.connect().await?;
     client.batch_execute(&format!("CREATE TABLE events {EVENTS_TABLE}")).await?;
     let from = wal_lsn(&client).await?;
@@ -429,7 +407,7 @@ async fn update_less_wal(server: &mut Server, r: &mut DemoReport) -> anyhow::Res
 }
 
 /// "Unlogged tables are a free speed-up": they skip WAL, and a crash empties them.
-async fn unlogged_free_speedup(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn unlogged_free_speedup(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     let client = server.connect().await?;
     client
         .batch_execute(&format!(
@@ -460,7 +438,7 @@ async fn unlogged_free_speedup(server: &mut Server, r: &mut DemoReport) -> anyho
 
 /// "More indexes are free on an append-only table": every index is written, and logged, on
 /// every insert.
-async fn more_indexes_free(server: &mut Server, r: &mut DemoReport) -> anyhow::Result<()> {
+async fn more_indexes_free(server: &mut Server, r: &mut DemoReport) -> Result<(), LabError> {
     let client = server.connect().await?;
     client
         .batch_execute(&format!(

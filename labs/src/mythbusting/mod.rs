@@ -7,14 +7,99 @@
 
 pub mod demos;
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::LabError;
+use crate::lab::{Ctx, Lab, Report};
 use crate::pg::Capability;
+use crate::settings::{Settings, SettingsError};
 
-/// The myth bank as shipped (the lab and its tests read the same text).
+/// The myth bank as shipped, for tests; `labs` reads it from the kit ([`Bank::load`]).
 pub const MYTHS_TOML: &str = include_str!("../../../fixtures/02-mythbusting/myths.toml");
+/// Where the bank lives in the kit.
+pub const BANK_FILE: &str = "fixtures/02-mythbusting/myths.toml";
+
+/// `labs run mythbusting`.
+pub struct Mythbusting;
+
+/// Options of `labs run mythbusting`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Run this myth's demonstration (repeatable; default: the poll's, from cohort.toml).
+    #[arg(long = "myth", value_name = "ID")]
+    pub ids: Vec<String>,
+    /// List the myths of the bank and exit (no server).
+    #[arg(long, conflicts_with_all = ["ids", "poll_csv"])]
+    pub list: bool,
+    /// Print the poll's questions as CSV for a poll tool, and exit (no server).
+    #[arg(long, conflicts_with = "ids")]
+    pub poll_csv: bool,
+}
+
+/// What `labs run mythbusting` prints: the bank, the poll's CSV, or the demonstrations' reports.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum MythReport {
+    Bank(Bank),
+    PollCsv {
+        csv: String,
+    },
+    Demos {
+        lab: &'static str,
+        myths: Vec<DemoReport>,
+        #[serde(skip)]
+        text: String,
+    },
+}
+
+impl fmt::Display for MythReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MythReport::Bank(bank) => f.write_str(&bank.list_text()),
+            MythReport::PollCsv { csv } => f.write_str(csv),
+            MythReport::Demos { text, .. } => f.write_str(text),
+        }
+    }
+}
+
+impl Report for MythReport {}
+
+impl Lab for Mythbusting {
+    const ID: &'static str = "mythbusting";
+    /// Every demonstration's needs together; each demonstration asks only for its own.
+    const NEEDS: &'static [Capability] =
+        &[Capability::Crash, Capability::Restart, Capability::FreezeWalWriter, Capability::Standby];
+    type Args = RunArgs;
+    type Report = MythReport;
+
+    async fn run(&self, args: RunArgs, ctx: &Ctx) -> Result<MythReport, LabError> {
+        let bank = Bank::load(&ctx.settings)?;
+        if args.list {
+            return Ok(MythReport::Bank(bank));
+        }
+        if args.poll_csv {
+            return Ok(MythReport::PollCsv { csv: bank.poll_csv() });
+        }
+        let demos = bank.select(&args.ids)?;
+        // Refuse before starting anything when the backend cannot do what the demos need.
+        ctx.require(&needs(&demos)).await?;
+        let mut reports = Vec::new();
+        let mut text = String::new();
+        for (n, demo) in demos.iter().enumerate() {
+            let myth = bank.get(demo.id()).expect("selected from the bank");
+            ctx.progress(format_args!("[{}/{}] myth {}: \"{}\"", n + 1, demos.len(), myth.id, myth.statement));
+            let report = ctx
+                .with_server(demo.needs(), async |server| demo.run(server, &myth.statement, &myth.verdict).await)
+                .await?;
+            ctx.progress(format_args!("[{}/{}] done in {:.1} s", n + 1, demos.len(), report.seconds));
+            let _ = writeln!(text, "{}", report.to_text(myth));
+            reports.push(report);
+        }
+        Ok(MythReport::Demos { lab: "mythbusting", myths: reports, text })
+    }
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,16 +135,15 @@ pub struct Source {
 }
 
 impl Bank {
-    /// The shipped bank with this cohort's poll, checked: unique ids, three evidence sentences
+    /// The kit's bank with the cohort's poll, checked: unique ids, three evidence sentences
     /// each, the poll's myths in the bank, the demo flags matching this build's demonstrations.
-    pub fn load() -> Result<Bank, String> {
-        let course = crate::course::Course::load();
-        let cohort = crate::course::Cohort::load(&course)?;
-        Bank::parse(MYTHS_TOML, &cohort.poll)
+    pub fn load(settings: &Settings) -> Result<Bank, SettingsError> {
+        let (text, _) = settings.kit.read(BANK_FILE)?;
+        Bank::parse(&text, &settings.cohort.poll)
     }
 
-    pub fn parse(text: &str, poll: &[String]) -> Result<Bank, String> {
-        let mut bank: Bank = toml::from_str(text).map_err(|e| format!("fixtures/02-mythbusting/myths.toml: {e}"))?;
+    pub fn parse(text: &str, poll: &[String]) -> Result<Bank, SettingsError> {
+        let mut bank: Bank = toml::from_str(text).map_err(|e| SettingsError::parse(BANK_FILE, text, &e))?;
         bank.poll = poll.to_vec();
         let mut problems = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -86,13 +170,15 @@ impl Bank {
         }
         for id in &bank.poll {
             if bank.get(id).is_none() {
-                problems.push(format!("cohort.toml's poll names '{id}', which is not in the bank"));
+                problems.push(format!(
+                    "cohort.toml's poll names '{id}', which is not in the bank (`labs run mythbusting --list`)"
+                ));
             }
         }
         if problems.is_empty() {
             Ok(bank)
         } else {
-            Err(format!("fixtures/02-mythbusting/myths.toml: {}", problems.join("; ")))
+            Err(SettingsError::Invalid { file: BANK_FILE.into(), problems })
         }
     }
 
@@ -102,15 +188,15 @@ impl Bank {
 
     /// Resolves the ids a user asked for into demonstrations, or says which ids are valid.
     /// None asked: the poll's myths that have a demonstration.
-    pub fn select(&self, ids: &[String]) -> Result<Vec<demos::Demo>, String> {
+    pub fn select(&self, ids: &[String]) -> Result<Vec<demos::Demo>, LabError> {
         if ids.is_empty() {
             let chosen: Vec<demos::Demo> = self.poll.iter().filter_map(|id| demos::Demo::from_id(id)).collect();
             if chosen.is_empty() {
-                return Err(format!(
+                return Err(LabError::Usage(format!(
                     "none of the poll's myths (cohort.toml: {}) has a demonstration; name one with --myth: {}",
                     self.poll.join(", "),
                     demo_ids()
-                ));
+                )));
             }
             return Ok(chosen);
         }
@@ -123,14 +209,14 @@ impl Bank {
                     }
                 }
                 (Some(_), None) => {
-                    return Err(format!(
+                    return Err(LabError::Usage(format!(
                         "myth '{id}' has no demonstration: its evidence is on the poll page (`labs run mythbusting --list`); the myths with one are: {}",
                         demo_ids()
-                    ))
+                    )))
                 }
                 (None, None) => {
                     let all: Vec<&str> = self.myth.iter().map(|m| m.id.as_str()).collect();
-                    return Err(format!("unknown myth '{id}'; the myths are: {} (with a demonstration: {})", all.join(", "), demo_ids()));
+                    return Err(LabError::Usage(format!("unknown myth '{id}'; the myths are: {} (with a demonstration: {})", all.join(", "), demo_ids())));
                 }
             }
         }

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Counts, Run, Scenario, Variant};
+use crate::error::{ensure, LabError};
 use crate::pg::{Node, Server};
 use crate::store::{self, Checkpoint, ExpectedVersion, NewEvent};
 
@@ -32,7 +33,11 @@ fn order_placed(order: usize, writer: usize) -> (String, NewEvent) {
 }
 
 /// Places `orders` from `WRITERS` concurrent clients; returns the orders acknowledged.
-async fn place_orders(server: &Server, orders: Vec<usize>, synchronous_commit_off: bool) -> anyhow::Result<Vec<usize>> {
+async fn place_orders(
+    server: &Server,
+    orders: Vec<usize>,
+    synchronous_commit_off: bool,
+) -> Result<Vec<usize>, LabError> {
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
         let mine: Vec<usize> = orders.iter().copied().filter(|o| o % WRITERS == writer).collect();
@@ -47,7 +52,7 @@ async fn place_orders(server: &Server, orders: Vec<usize>, synchronous_commit_of
                 store::append(&client, &stream, ExpectedVersion::NoStream, &[event]).await?;
                 acknowledged.push(order);
             }
-            anyhow::Ok(acknowledged)
+            Ok::<_, LabError>(acknowledged)
         }));
     }
     let mut acknowledged = Vec::new();
@@ -63,25 +68,25 @@ async fn place_orders(server: &Server, orders: Vec<usize>, synchronous_commit_of
 struct Consumer {
     stop: watch::Sender<bool>,
     state: Arc<Mutex<Shipping>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), LabError>>,
 }
 
 #[derive(Default)]
 struct Shipping {
-    checkpoint: Option<String>,
+    checkpoint: Option<Checkpoint>,
     shipped: Vec<usize>,
 }
 
 impl Consumer {
-    async fn start(server: &Server) -> anyhow::Result<Consumer> {
+    async fn start(server: &Server) -> Result<Consumer, LabError> {
         let client = server.connect().await?;
         let (stop, mut stopped) = watch::channel(false);
         let state = Arc::new(Mutex::new(Shipping::default()));
         let shared = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let after = shared.lock().expect("consumer state").checkpoint.clone();
-                let events = store::read_all_after(&client, after.as_deref(), 500).await?;
+                let after = shared.lock().expect("consumer state").checkpoint.unwrap_or(Checkpoint::START);
+                let events = store::read_all_after(&client, after, 500).await?;
                 if events.is_empty() {
                     if *stopped.borrow() {
                         return Ok(());
@@ -101,21 +106,20 @@ impl Consumer {
         Ok(Consumer { stop, state, task })
     }
 
-    async fn wait_until_shipped(&self, count: usize) -> anyhow::Result<()> {
+    async fn wait_until_shipped(&self, count: usize) -> Result<(), LabError> {
         let started = Instant::now();
         while self.state.lock().expect("consumer state").shipped.len() < count {
-            anyhow::ensure!(!self.task.is_finished(), "the consumer stopped early");
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "the consumer did not ship {count} orders within 30 s"
-            );
+            ensure(!self.task.is_finished(), || "the consumer stopped early".to_string())?;
+            ensure(started.elapsed() < Duration::from_secs(30), || {
+                format!("the consumer did not ship {count} orders within 30 s")
+            })?;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
     }
 
     /// Stops it and returns its checkpoint and what it shipped.
-    async fn stop(self) -> anyhow::Result<(Option<String>, Vec<usize>)> {
+    async fn stop(self) -> Result<(Option<Checkpoint>, Vec<usize>), LabError> {
         let _ = self.stop.send(true);
         self.task.await??;
         let state = std::mem::take(&mut *self.state.lock().expect("consumer state"));
@@ -124,14 +128,14 @@ impl Consumer {
 }
 
 /// The acknowledged orders present on a node.
-async fn orders_on(server: &Server, node: Node, acknowledged: &HashSet<usize>) -> anyhow::Result<HashSet<usize>> {
+async fn orders_on(server: &Server, node: Node, acknowledged: &HashSet<usize>) -> Result<HashSet<usize>, LabError> {
     let client = server.connect_to(node).await?;
     let rows = client.query("SELECT (data->>'order')::int FROM events WHERE type = 'OrderPlaced'", &[]).await?;
     Ok(rows.iter().map(|r| r.get::<_, i32>(0) as usize).filter(|o| acknowledged.contains(o)).collect())
 }
 
 /// Runs the scenario once on a fresh `server`.
-pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> anyhow::Result<Run> {
+pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> Result<Run, LabError> {
     let started = Instant::now();
     let mut steps: Vec<String> = Vec::new();
     let safe = variant == Variant::Safe;
@@ -247,9 +251,8 @@ pub async fn run(server: &mut Server, scenario: Scenario, variant: Variant) -> a
         let (stream, event) = order_placed(order, 0);
         store::append(&client, &stream, ExpectedVersion::NoStream, &[event]).await?;
     }
-    let resumed = store::read_all_after(&client, checkpoint.as_deref(), 10_000).await?;
-    let last_shipped_position =
-        checkpoint.as_deref().and_then(|c| c.parse::<Checkpoint>().ok()).map_or(0, |c| c.position);
+    let resumed = store::read_all_after(&client, checkpoint.unwrap_or(Checkpoint::START), 10_000).await?;
+    let last_shipped_position = checkpoint.map_or(0, |c| c.position);
     let reused: i64 = client
         .query_one(
             "SELECT count(*) FROM events WHERE type = 'OrderPlaced' AND (data->>'order')::int >= $1 AND position <= $2",

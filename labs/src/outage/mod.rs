@@ -10,21 +10,108 @@
 
 pub mod burst;
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
+use crate::error::LabError;
+use crate::lab::{Ctx, Lab};
 use crate::pg::Capability;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scenario {
-    FrozenWalWriter,
-    AsyncFailover,
-    UnarchivedWal,
+/// `labs run outage`.
+pub struct Outage;
+
+/// Options of `labs run outage`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Which failure to stage.
+    #[arg(long, value_enum, default_value_t = Scenario::FrozenWalWriter)]
+    pub scenario: Scenario,
+    /// List the scenarios and exit (no server).
+    #[arg(long)]
+    pub list: bool,
 }
 
-pub const ALL: [Scenario; 3] = [Scenario::FrozenWalWriter, Scenario::AsyncFailover, Scenario::UnarchivedWal];
+/// What `labs run outage` prints: the scenarios, or one scenario's reconciliation.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum OutageReport {
+    Scenarios { scenarios: Vec<ScenarioInfo> },
+    Reconciliation(Report),
+}
+
+/// A scenario as `--list` shows it.
+#[derive(Serialize)]
+pub struct ScenarioInfo {
+    pub id: Scenario,
+    pub failure: &'static str,
+    pub as_configured: &'static str,
+    pub safe: &'static str,
+}
+
+impl fmt::Display for OutageReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutageReport::Scenarios { .. } => f.write_str(&scenarios_text()),
+            OutageReport::Reconciliation(report) => write!(f, "{report}"),
+        }
+    }
+}
+
+impl crate::lab::Report for OutageReport {}
+
+impl Lab for Outage {
+    const ID: &'static str = "outage";
+    /// Every scenario's needs together; each scenario asks only for its own.
+    const NEEDS: &'static [Capability] = &[
+        Capability::Crash,
+        Capability::Restart,
+        Capability::FreezeWalWriter,
+        Capability::Standby,
+        Capability::Archive,
+    ];
+    type Args = RunArgs;
+    type Report = OutageReport;
+
+    async fn run(&self, args: RunArgs, ctx: &Ctx) -> Result<OutageReport, LabError> {
+        if args.list {
+            let scenarios = ALL
+                .iter()
+                .map(|&s| ScenarioInfo {
+                    id: s,
+                    failure: s.failure(),
+                    as_configured: s.setting(Variant::AsConfigured),
+                    safe: s.setting(Variant::Safe),
+                })
+                .collect();
+            return Ok(OutageReport::Scenarios { scenarios });
+        }
+        let scenario = args.scenario;
+        ctx.require(scenario.needs()).await?;
+        // The two runs are independent (a fresh server each, counts decided by the script), so
+        // they run side by side: most of a run is waiting on fsync, pg_basebackup and starts.
+        let one = async |variant: Variant| {
+            let name = if variant == Variant::Safe { "safe" } else { "as-configured" };
+            ctx.progress(format_args!("outage {}: {name} run starts ({})", scenario.id(), scenario.setting(variant)));
+            let run =
+                ctx.with_server(scenario.needs(), async |server| burst::run(server, scenario, variant).await).await?;
+            ctx.progress(format_args!("outage {}: {name} run done in {:.1} s", scenario.id(), run.seconds));
+            Ok::<_, LabError>(run)
+        };
+        let (configured, safe) = tokio::join!(one(Variant::AsConfigured), one(Variant::Safe));
+        Ok(OutageReport::Reconciliation(Report::new(scenario, vec![configured?, safe?])))
+    }
+}
+
+id_enum! {
+    pub enum Scenario {
+        FrozenWalWriter = "frozen-wal-writer",
+        AsyncFailover = "async-failover",
+        UnarchivedWal = "unarchived-wal",
+    }
+}
+
+pub const ALL: &[Scenario] = Scenario::ALL;
 
 /// The two runs of a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,26 +122,6 @@ pub enum Variant {
 }
 
 impl Scenario {
-    pub fn id(self) -> &'static str {
-        match self {
-            Scenario::FrozenWalWriter => "frozen-wal-writer",
-            Scenario::AsyncFailover => "async-failover",
-            Scenario::UnarchivedWal => "unarchived-wal",
-        }
-    }
-
-    pub fn from_id(id: &str) -> Option<Scenario> {
-        ALL.into_iter().find(|s| s.id() == id)
-    }
-
-    /// Unknown ids are answered with the valid ones.
-    pub fn parse(id: &str) -> Result<Scenario, String> {
-        Scenario::from_id(id).ok_or_else(|| {
-            let ids: Vec<&str> = ALL.iter().map(|s| s.id()).collect();
-            format!("unknown scenario '{id}'; the scenarios are: {} (see `labs run outage --list`)", ids.join(", "))
-        })
-    }
-
     pub fn failure(self) -> &'static str {
         match self {
             Scenario::FrozenWalWriter => {
@@ -169,7 +236,7 @@ impl Report {
         }
     }
 
-    pub fn to_text(&self) -> String {
+    fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "OUTAGE: {}", self.scenario.id());
         let _ = writeln!(out, "{}.", self.failure);
@@ -223,5 +290,11 @@ fn label(variant: Variant) -> &'static str {
     match variant {
         Variant::AsConfigured => "AS CONFIGURED",
         Variant::Safe => "SAFE",
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
     }
 }

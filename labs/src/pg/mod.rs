@@ -643,3 +643,17 @@ pub async fn resolve_backend(config: &ProviderConfig) -> Result<Backend, Provide
         }
     }
 }
+
+// ---- TEMPORARY until the provider branch lands (reaper, leftovers, async binary search) ----
+/// Removes every server this process started that is still registered. (Provider branch.)
+pub async fn reap_all() -> Vec<String> {
+    Vec::new()
+}
+/// Removes leftovers of killed labs processes. (Provider branch.)
+pub async fn clean_leftovers() -> Result<Vec<String>, ProviderError> {
+    Ok(Vec::new())
+}
+/// Lists leftovers of killed labs processes. (Provider branch.)
+pub async fn find_leftovers() -> Result<Vec<String>, ProviderError> {
+    Ok(Vec::new())
+}

@@ -4,7 +4,46 @@
 //!
 //! Only labs that exist are cited: an item names the activity and the command that shows it.
 
+use std::fmt;
+
 use serde::Serialize;
+
+use crate::error::LabError;
+use crate::lab::{Ctx, Lab, Report};
+use crate::pg::Capability;
+
+/// `labs run reflection-wall`: the menu, without a server.
+pub struct ReflectionWall;
+
+/// `labs run reflection-wall` takes no flags of its own.
+#[derive(clap::Args)]
+pub struct RunArgs {}
+
+/// The prompt and the menu: JSON for a board, text for people.
+#[derive(Serialize)]
+pub struct Menu {
+    pub prompt: &'static str,
+    pub menu: &'static [Change],
+}
+
+impl fmt::Display for Menu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&menu_text())
+    }
+}
+
+impl Report for Menu {}
+
+impl Lab for ReflectionWall {
+    const ID: &'static str = "reflection-wall";
+    const NEEDS: &'static [Capability] = &[];
+    type Args = RunArgs;
+    type Report = Menu;
+
+    async fn run(&self, _: RunArgs, _: &Ctx) -> Result<Menu, LabError> {
+        Ok(Menu { prompt: PROMPT, menu: MENU })
+    }
+}
 
 /// One change a team can make next sprint.
 #[derive(Clone, Debug, Serialize)]

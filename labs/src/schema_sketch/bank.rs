@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::json;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
-use crate::store::{self, NewEvent, RecordedEvent, StoreError};
+use crate::error::LabError;
+use crate::store::{self, RecordedEvent, StoreError};
 
 pub fn stream_of(account: &str) -> String {
     format!("account-{account}")
@@ -64,60 +64,68 @@ pub struct TransferRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum TransferOutcome {
-    /// Both sides written, in `attempts` tries (a version conflict costs one more).
-    Done { from_version: i64, to_version: i64, attempts: u32 },
-    /// The rules said no; nothing was written.
+    /// Both sides written, in `attempts` calls (a version conflict costs one more).
+    Done { attempts: u32 },
+    /// The function said no (its reason); nothing was written.
     Rejected { reason: String },
+    /// Still conflicting after [`MAX_ATTEMPTS`] calls: the account is too busy.
+    GaveUp { attempts: u32 },
+    /// The call failed with another error (the server's message); nothing was written.
+    Failed { error: String, sqlstate: String },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BankError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Database(#[from] tokio_postgres::Error),
-    #[error("transfer {0}: still conflicting after {1} attempts; the account is too busy, try later")]
-    TooManyConflicts(Uuid, u32),
+/// The bank's helpers (account_state, load_account, transfer_event_id), installed before any
+/// transfer function.
+pub const BANK_SQL: &str = include_str!("bank.sql");
+/// The reference transfer, for `labs run schema-sketch`: the exercise's solution.
+pub const REFERENCE_TRANSFER_SQL: &str = include_str!("../../../exercises/03-schema-sketch/transfer.solution.sql");
+
+/// A conflict means another writer moved first; after this many calls, the account is too busy.
+pub const MAX_ATTEMPTS: u32 = 20;
+
+/// How long to wait before attempt `attempt` + 1: a few milliseconds, doubling, with jitter from
+/// the transfer id, so two callers that keep colliding stop retrying in lockstep.
+fn backoff(request: &TransferRequest, attempt: u32) -> std::time::Duration {
+    let ceiling_ms = 1u64 << attempt.min(7);
+    let jitter =
+        (request.transfer_id.as_u128() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(attempt) % ceiling_ms;
+    std::time::Duration::from_millis(1 + jitter)
 }
 
-/// The rules, on the state the handler loaded: the reason for a rejection, or None.
-pub fn check_transfer(from: &Account, to: &Account, request: &TransferRequest) -> Option<String> {
-    if request.amount_cents <= 0 {
-        return Some(format!("the amount must be positive, not {}", money(request.amount_cents)));
+/// Calls the database's `transfer` function as a service would: each call in its own
+/// transaction; on ES409 (wrong expected version) roll back, wait, and call again, a bounded
+/// number of times. Any other error ends the transfer ([`TransferOutcome::Failed`]).
+pub async fn transfer(client: &mut Client, request: &TransferRequest) -> Result<TransferOutcome, LabError> {
+    for attempt in 1..=MAX_ATTEMPTS {
+        let tx = client.transaction().await.map_err(LabError::db("BEGIN"))?;
+        let called = tx
+            .query_one(
+                "SELECT transfer($1, $2, $3, $4)",
+                &[&request.transfer_id, &request.from, &request.to, &request.amount_cents],
+            )
+            .await;
+        match called {
+            Ok(row) => {
+                let reason: Option<String> = row.get(0);
+                return match reason {
+                    None => {
+                        tx.commit().await.map_err(LabError::db("COMMIT"))?;
+                        Ok(TransferOutcome::Done { attempts: attempt })
+                    }
+                    Some(reason) => Ok(TransferOutcome::Rejected { reason }),
+                };
+            }
+            Err(e) if e.code().map(|c| c.code()) == Some(store::SQLSTATE_VERSION_CONFLICT) => {
+                drop(tx);
+                tokio::time::sleep(backoff(request, attempt)).await;
+            }
+            Err(e) => {
+                let sqlstate = e.code().map_or(String::new(), |c| c.code().to_string());
+                return Ok(TransferOutcome::Failed { error: store::server_message(&e), sqlstate });
+            }
+        }
     }
-    if !from.opened {
-        return Some(format!("there is no account named {}", from.name));
-    }
-    if !to.opened {
-        return Some(format!("there is no account named {}", to.name));
-    }
-    if from.name == to.name {
-        return Some("a transfer needs two different accounts".into());
-    }
-    if from.balance_cents < request.amount_cents {
-        return Some(format!(
-            "{} has {}, the overdraft rule forbids going below 0.00",
-            from.name,
-            money(from.balance_cents)
-        ));
-    }
-    None
-}
-
-/// The debit for the sender's stream and the credit for the receiver's, ids from the request.
-pub fn transfer_events(request: &TransferRequest) -> (NewEvent, NewEvent) {
-    let id = request.transfer_id.as_u128();
-    let debit = NewEvent::new(
-        Uuid::from_u128(id ^ 1),
-        "TransferSent",
-        json!({ "transfer_id": request.transfer_id, "to": request.to, "amount_cents": request.amount_cents }),
-    );
-    let credit = NewEvent::new(
-        Uuid::from_u128(id ^ 2),
-        "TransferReceived",
-        json!({ "transfer_id": request.transfer_id, "from": request.from, "amount_cents": request.amount_cents }),
-    );
-    (debit, credit)
+    Ok(TransferOutcome::GaveUp { attempts: MAX_ATTEMPTS })
 }
 
 /// Balances rebuilt from every event, read behind the watermark from the start in checkpoint
@@ -130,11 +138,11 @@ pub struct Replay {
 
 pub async fn replay(client: &impl GenericClient) -> Result<Replay, StoreError> {
     let mut events = Vec::new();
-    let mut after: Option<String> = None;
+    let mut after = store::Checkpoint::START;
     loop {
-        let batch = store::read_all_after(client, after.as_deref(), 100).await?;
+        let batch = store::read_all_after(client, after, 100).await?;
         let Some(last) = batch.last() else { break };
-        after = Some(last.checkpoint.clone());
+        after = last.checkpoint;
         events.extend(batch);
     }
     let mut accounts: BTreeMap<String, Account> = BTreeMap::new();

@@ -1,74 +1,38 @@
-//! `labs check schema-sketch`: the transfer handler against a real server. A race is scripted
-//! so an unsafe handler fails on every run, then transfers run concurrently for real.
+//! `labs check schema-sketch`: the attendee's `transfer` function against a real server.
+//!
+//! The races are scripted, not left to chance, so each plausible half-fix fails on every run:
+//! - debit appended with expected version "any" (the exercise as given): a withdrawal that
+//!   commits while the transfer decides makes it overdraw (`withdrawal-race`);
+//! - the conflict caught inside the function and turned into a refusal: a deposit that commits
+//!   while the transfer decides makes it refuse a transfer the sender can afford
+//!   (`conflict-retried`);
+//! - the two streams appended in request order: two opposite transfers deadlock
+//!   (`opposite-transfers`);
+//! - no overdraft rule, or no check that both accounts exist (`overdraft-rule`,
+//!   `unknown-account`);
+//! then tellers transfer at random, at once, and money must be kept (`concurrent-tellers`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::bank::{self, money, BankError, TransferOutcome, TransferRequest};
-use super::scenario::LabError;
-use super::{exercise, solution};
+use super::bank::{self, money, TransferOutcome, TransferRequest};
+use crate::error::LabError;
+use crate::lab::{Check, CheckReport, ExerciseFile};
 use crate::pg::Server;
 use crate::rng::Rng;
 use crate::store::{self, ExpectedVersion, NewEvent};
 
-/// Which transfer handler to check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Handler {
-    Exercise,
-    Solution,
-}
-
-impl Handler {
-    async fn transfer(self, client: &mut Client, request: &TransferRequest) -> Result<TransferOutcome, BankError> {
-        match self {
-            Handler::Exercise => exercise::transfer(client, request).await,
-            Handler::Solution => solution::transfer(client, request).await,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct CheckReport {
-    pub activity: &'static str,
-    pub handler: Handler,
-    pub passed: bool,
-    pub checks: Vec<CheckResult>,
-}
-
-impl CheckReport {
-    pub fn to_text(&self) -> String {
-        let mut out = format!("labs check schema-sketch ({:?} transfer)\n\n", self.handler).to_lowercase();
-        for c in &self.checks {
-            out += &format!("{}  {}\n      {}\n", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail);
-        }
-        out += if self.passed {
-            "\nAll checks pass: the transfer keeps the overdraft rule under concurrency.\n"
-        } else {
-            "\nNot yet: change labs/src/schema_sketch/exercise.rs (the hints are at its top) and run the check again.\n"
-        };
-        out
-    }
-}
-
 /// A transfer's outcome in a few words, for the report.
-fn said(outcome: &Result<TransferOutcome, BankError>) -> String {
+fn said(outcome: &TransferOutcome) -> String {
     match outcome {
-        Ok(TransferOutcome::Done { attempts, .. }) => format!("done, in {attempts} attempt(s)"),
-        Ok(TransferOutcome::Rejected { reason }) => format!("rejected ({reason})"),
-        Err(e) => format!("error: {e}"),
+        TransferOutcome::Done { attempts } => format!("done, in {attempts} call(s)"),
+        TransferOutcome::Rejected { reason } => format!("refused ({reason})"),
+        TransferOutcome::GaveUp { attempts } => format!("still conflicting after {attempts} calls"),
+        TransferOutcome::Failed { error, .. } => format!("failed: {error}"),
     }
 }
 
@@ -85,111 +49,258 @@ async fn open(client: &Client, name: &str, cents: i64, space: u128) -> Result<()
     Ok(())
 }
 
-pub async fn check(server: &Server, handler: Handler) -> Result<CheckReport, LabError> {
-    let client = server.connect().await?;
-    store::install(&client).await.map_err(LabError::Install)?;
-    let checks = vec![
-        scripted_race(server, handler).await?,
-        unknown_account(server, handler).await?,
-        concurrent(server, handler).await?,
-    ];
-    let passed = checks.iter().all(|c| c.passed);
-    Ok(CheckReport { activity: "schema-sketch", handler, passed, checks })
+fn request(transfer_id: Uuid, from: &str, to: &str, amount_cents: i64) -> TransferRequest {
+    TransferRequest { transfer_id, from: from.into(), to: to.into(), amount_cents }
 }
 
-/// A withdrawal from alice is in flight (appended, not committed) while the transfer loads
-/// alice and decides; it commits while the transfer waits to append. The transfer decided on a
-/// balance that is gone: it must notice and decide again.
-async fn scripted_race(server: &Server, handler: Handler) -> Result<CheckResult, LabError> {
-    const NAME: &str = "a withdrawal commits while the transfer decides: no overdraft";
-    let setup = server.connect().await?;
-    open(&setup, "alice", 10_000, 1).await?;
-    open(&setup, "bob", 0, 2).await?;
-    let mut teller = server.connect().await?;
-    let tx = teller.transaction().await.map_err(BankError::from)?;
-    let withdrawal = NewEvent::new(id(3, 1), "Withdrawn", json!({ "amount_cents": 8_000 }));
-    store::append(&tx, "account-alice", ExpectedVersion::Exact(2), &[withdrawal]).await?;
+/// Loads the store, the bank's helpers and the attendee's file into the server's database.
+/// A file that does not load is the first failed check, with its line and column.
+async fn install(client: &Client, file: &ExerciseFile) -> Result<Option<Check>, LabError> {
+    store::install(client).await.map_err(LabError::db("installing the reference store"))?;
+    client.batch_execute(bank::BANK_SQL).await.map_err(LabError::db("installing the bank's helpers"))?;
+    if let Err(e) = client.batch_execute(&file.sql).await {
+        return Ok(Some(Check::new("loads", format!("{} loads", file.shown), false, file.locate(&e, 0))));
+    }
+    let defined: bool = client
+        .query_one("SELECT to_regprocedure('transfer(uuid,text,text,bigint)') IS NOT NULL", &[])
+        .await
+        .map_err(LabError::db("looking for transfer()"))?
+        .get(0);
+    if !defined {
+        return Ok(Some(Check::new(
+            "loads",
+            format!("{} loads", file.shown),
+            false,
+            "it loads, but defines no transfer(uuid, text, text, bigint): keep the signature of the exercise",
+        )));
+    }
+    Ok(None)
+}
 
-    let mut attendee = server.connect().await?;
-    let pid: i32 = attendee.query_one("SELECT pg_backend_pid()", &[]).await.map_err(BankError::from)?.get(0);
-    let request =
-        TransferRequest { transfer_id: id(3, 2), from: "alice".into(), to: "bob".into(), amount_cents: 8_000 };
-    let transfer = tokio::spawn(async move {
-        let outcome = handler.transfer(&mut attendee, &request).await;
-        (outcome, request)
-    });
-    // Commit once the transfer waits for alice's stream (or after 5 s, if it never appends).
+pub async fn check(server: &Server, file: &ExerciseFile) -> Result<CheckReport, LabError> {
+    let client = server.connect().await?;
+    let checks = match install(&client, file).await? {
+        Some(failed) => vec![failed],
+        None => vec![
+            overdraft_rule(server).await?,
+            unknown_account(server).await?,
+            withdrawal_race(server).await?,
+            conflict_retried(server).await?,
+            opposite_transfers(server).await?,
+            concurrent_tellers(server).await?,
+        ],
+    };
+    Ok(CheckReport::new(
+        "schema-sketch",
+        file,
+        checks,
+        "the transfer keeps the overdraft rule under concurrency, retries conflicts, and cannot deadlock.",
+    ))
+}
+
+/// Waits until the session `pid` waits for a lock (a stream's), or the task ends, for up to 5 s.
+async fn wait_until_blocked(
+    setup: &Client,
+    pid: i32,
+    task: &tokio::task::JoinHandle<impl Sized>,
+) -> Result<bool, LabError> {
     let started = Instant::now();
-    let mut waited = false;
-    while started.elapsed() < Duration::from_secs(5) && !transfer.is_finished() {
+    while started.elapsed() < Duration::from_secs(5) && !task.is_finished() {
         let waiting: bool = setup
             .query_one(
                 "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1",
                 &[&pid],
             )
             .await
-            .map_err(BankError::from)?
+            .map_err(LabError::db("watching the transfer's session"))?
             .get(0);
         if waiting {
-            waited = true;
-            break;
+            return Ok(true);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tx.commit().await.map_err(BankError::from)?;
-    let (outcome, _) = tokio::time::timeout(Duration::from_secs(10), transfer)
+    Ok(false)
+}
+
+async fn pid_of(client: &Client) -> Result<i32, LabError> {
+    Ok(client.query_one("SELECT pg_backend_pid()", &[]).await.map_err(LabError::db("pg_backend_pid()"))?.get(0))
+}
+
+/// Runs a transfer on its own session in the background.
+async fn spawn_transfer(
+    server: &Server,
+    request: TransferRequest,
+) -> Result<(i32, tokio::task::JoinHandle<Result<TransferOutcome, LabError>>), LabError> {
+    let mut client = server.connect().await?;
+    // Deadlocks are found after deadlock_timeout (1 s by default): sooner here, where one is
+    // expected. Only superusers may change it; elsewhere the default stays.
+    let _ = client.batch_execute("SET deadlock_timeout = '200ms'").await;
+    let pid = pid_of(&client).await?;
+    Ok((pid, tokio::spawn(async move { bank::transfer(&mut client, &request).await })))
+}
+
+async fn finished(
+    task: tokio::task::JoinHandle<Result<TransferOutcome, LabError>>,
+) -> Result<TransferOutcome, LabError> {
+    tokio::time::timeout(Duration::from_secs(10), task)
         .await
-        .map_err(|_| LabError::Script {
-            expected: "the transfer to finish within 10 s of the withdrawal's commit".into(),
-            got: "it did not".into(),
+        .map_err(|_| {
+            LabError::Exercise("a transfer did not finish within 10 s of the last commit it waited for".into())
         })?
-        .expect("transfer task panicked");
+        .map_err(LabError::from)?
+}
+
+/// A transfer larger than the balance: refused, nothing written.
+async fn overdraft_rule(server: &Server) -> Result<Check, LabError> {
+    let mut client = server.connect().await?;
+    open(&client, "ivan", 1_000, 30).await?;
+    open(&client, "judy", 0, 31).await?;
+    let outcome = bank::transfer(&mut client, &request(id(32, 1), "ivan", "judy", 1_500)).await?;
+    let ivan = bank::load(&client, "ivan").await?;
+    let judy = bank::load(&client, "judy").await?;
+    let passed = matches!(outcome, TransferOutcome::Rejected { .. }) && ivan.version == 2 && judy.version == 2;
+    Ok(Check::new(
+        "overdraft-rule",
+        "15.00 from an account holding 10.00: refused, nothing written",
+        passed,
+        format!(
+            "the transfer said {}; ivan's stream is at v{}, judy's at v{}",
+            said(&outcome),
+            ivan.version,
+            judy.version
+        ),
+    ))
+}
+
+/// To an account nobody opened: refused, and nothing written anywhere.
+async fn unknown_account(server: &Server) -> Result<Check, LabError> {
+    let mut client = server.connect().await?;
+    open(&client, "dave", 5_000, 4).await?;
+    let outcome = bank::transfer(&mut client, &request(id(4, 9), "dave", "nobody", 1_000)).await?;
+    let dave = bank::load(&client, "dave").await?;
+    let nobody = bank::load(&client, "nobody").await?;
+    let passed = matches!(outcome, TransferOutcome::Rejected { .. }) && dave.version == 2 && nobody.version == 0;
+    Ok(Check::new(
+        "unknown-account",
+        "a transfer to an account that does not exist: refused, nothing written",
+        passed,
+        format!(
+            "the transfer said {}; dave's stream is at v{}, nobody's at v{}",
+            said(&outcome),
+            dave.version,
+            nobody.version
+        ),
+    ))
+}
+
+/// A withdrawal from alice is in flight (appended, not committed) while the transfer loads
+/// alice and decides; it commits while the transfer waits to append. The transfer decided on a
+/// balance that is gone: it must notice (ES409) and decide again.
+async fn withdrawal_race(server: &Server) -> Result<Check, LabError> {
+    let setup = server.connect().await?;
+    open(&setup, "alice", 10_000, 1).await?;
+    open(&setup, "bob", 0, 2).await?;
+    let mut teller = server.connect().await?;
+    let tx = teller.transaction().await.map_err(LabError::db("the teller's BEGIN"))?;
+    let withdrawal = NewEvent::new(id(3, 1), "Withdrawn", json!({ "amount_cents": 8_000 }));
+    store::append(&tx, "account-alice", ExpectedVersion::Exact(2), &[withdrawal]).await?;
+    let (pid, transfer) = spawn_transfer(server, request(id(3, 2), "alice", "bob", 8_000)).await?;
+    let waited = wait_until_blocked(&setup, pid, &transfer).await?;
+    tx.commit().await.map_err(LabError::db("the teller's COMMIT"))?;
+    let outcome = finished(transfer).await?;
     let alice = bank::load(&setup, "alice").await?;
     let bob = bank::load(&setup, "bob").await?;
-    let outcome = said(&outcome);
     let passed = alice.balance_cents >= 0 && alice.balance_cents + bob.balance_cents == 2_000;
     let detail = if passed {
         format!(
-            "alice {} and bob {} after the race; the transfer said {outcome}",
+            "alice {} and bob {} after the race; the transfer said {}",
             money(alice.balance_cents),
-            money(bob.balance_cents)
+            money(bob.balance_cents),
+            said(&outcome)
         )
     } else {
         format!(
-            "alice is at {} (bob {}): the transfer checked the overdraft rule on 100.00, but 80.00 had been withdrawn before it appended{}",
+            "alice is at {} (bob {}): the transfer checked the overdraft rule on 100.00, but 80.00 had been \
+             withdrawn before its debit was written{}. The debit must expect the version the rule was checked at",
             money(alice.balance_cents),
             money(bob.balance_cents),
             if waited { "" } else { " (it never waited for alice's stream)" }
         )
     };
-    Ok(CheckResult { name: NAME.into(), passed, detail })
+    Ok(Check::new("withdrawal-race", "a withdrawal commits while the transfer decides: no overdraft", passed, detail))
 }
 
-/// To an account nobody opened: rejected, and nothing written anywhere.
-async fn unknown_account(server: &Server, handler: Handler) -> Result<CheckResult, LabError> {
-    const NAME: &str = "a transfer to an account that does not exist: rejected, nothing written";
-    let mut client = server.connect().await?;
-    open(&client, "dave", 5_000, 4).await?;
-    let request =
-        TransferRequest { transfer_id: id(4, 9), from: "dave".into(), to: "nobody".into(), amount_cents: 1_000 };
-    let outcome = handler.transfer(&mut client, &request).await;
-    let dave = bank::load(&client, "dave").await?;
-    let nobody = bank::load(&client, "nobody").await?;
-    let passed = matches!(outcome, Ok(TransferOutcome::Rejected { .. })) && dave.version == 2 && nobody.version == 0;
-    let detail = format!(
-        "the transfer said {}; dave's stream is at v{}, nobody's at v{}",
-        said(&outcome),
-        dave.version,
-        nobody.version
-    );
-    Ok(CheckResult { name: NAME.into(), passed, detail })
+/// A deposit to carol is in flight while a transfer from carol decides; it commits while the
+/// transfer waits. The transfer's debit expected the old version, so it conflicts; called again,
+/// it must go through: carol can afford it. A function that turns the conflict into a refusal
+/// refuses a transfer the account could pay.
+async fn conflict_retried(server: &Server) -> Result<Check, LabError> {
+    let setup = server.connect().await?;
+    open(&setup, "carol", 5_000, 5).await?;
+    open(&setup, "erin", 0, 6).await?;
+    let mut teller = server.connect().await?;
+    let tx = teller.transaction().await.map_err(LabError::db("the teller's BEGIN"))?;
+    let deposit = NewEvent::new(id(7, 1), "Deposited", json!({ "amount_cents": 5_000 }));
+    store::append(&tx, "account-carol", ExpectedVersion::Exact(2), &[deposit]).await?;
+    let (pid, transfer) = spawn_transfer(server, request(id(7, 2), "carol", "erin", 3_000)).await?;
+    wait_until_blocked(&setup, pid, &transfer).await?;
+    tx.commit().await.map_err(LabError::db("the teller's COMMIT"))?;
+    let outcome = finished(transfer).await?;
+    let erin = bank::load(&setup, "erin").await?;
+    let passed = matches!(outcome, TransferOutcome::Done { .. }) && erin.balance_cents == 3_000;
+    let detail = match &outcome {
+        _ if passed => format!("the transfer said {}; erin holds {}", said(&outcome), money(erin.balance_cents)),
+        TransferOutcome::Rejected { reason } => format!(
+            "the transfer refused ({reason}) although carol held 100.00 for a 30.00 transfer: a conflict is not a \
+             refusal. Let ES409 reach the caller, which calls again and decides on the new balance"
+        ),
+        other => format!("the transfer said {}; erin holds {}", said(other), money(erin.balance_cents)),
+    };
+    Ok(Check::new(
+        "conflict-retried",
+        "a deposit commits while the transfer decides: the transfer still goes through",
+        passed,
+        detail,
+    ))
+}
+
+/// Two opposite transfers, grace -> heidi and heidi -> grace, at once. The script holds heidi's
+/// stream lock, lets the heidi -> grace transfer queue for it first, then the other; then lets
+/// go. Transfers that lock their streams in request order now hold one lock each and wait for
+/// the other's: a deadlock, on every run. In stream-id order, one simply waits for the other.
+async fn opposite_transfers(server: &Server) -> Result<Check, LabError> {
+    let setup = server.connect().await?;
+    open(&setup, "grace", 10_000, 8).await?;
+    open(&setup, "heidi", 10_000, 9).await?;
+    let mut holder = server.connect().await?;
+    let tx = holder.transaction().await.map_err(LabError::db("BEGIN"))?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('account-heidi', 0))", &[])
+        .await
+        .map_err(LabError::db("holding heidi's stream lock"))?;
+    let (second_pid, second) = spawn_transfer(server, request(id(8, 3), "heidi", "grace", 1_000)).await?;
+    wait_until_blocked(&setup, second_pid, &second).await?;
+    let (first_pid, first) = spawn_transfer(server, request(id(8, 4), "grace", "heidi", 2_000)).await?;
+    wait_until_blocked(&setup, first_pid, &first).await?;
+    tx.commit().await.map_err(LabError::db("letting heidi's stream go"))?;
+    let outcomes = [finished(second).await?, finished(first).await?];
+    let deadlocked =
+        outcomes.iter().any(|o| matches!(o, TransferOutcome::Failed { sqlstate, .. } if sqlstate == "40P01"));
+    let passed = outcomes.iter().all(|o| matches!(o, TransferOutcome::Done { .. }));
+    let detail = if deadlocked {
+        "\"deadlock detected\": each transfer held one stream's lock and waited for the other's. Append to the \
+         two streams in one fixed order, by stream id, whatever the direction of the transfer"
+            .to_string()
+    } else {
+        format!("heidi -> grace said {}; grace -> heidi said {}", said(&outcomes[0]), said(&outcomes[1]))
+    };
+    Ok(Check::new("opposite-transfers", "two opposite transfers at once: both go through, no deadlock", passed, detail))
 }
 
 /// Four tellers move money at random between four accounts at once.
-async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, LabError> {
+async fn concurrent_tellers(server: &Server) -> Result<Check, LabError> {
     const TELLERS: u64 = 4;
     const TRANSFERS: u128 = 25;
-    let names = ["erin", "frank", "grace", "heidi"];
+    let names = ["kim", "lou", "mia", "ned"];
     let setup = server.connect().await?;
     for (n, name) in names.iter().enumerate() {
         open(&setup, name, 10_000, 10 + n as u128).await?;
@@ -203,34 +314,26 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
             for n in 0..TRANSFERS {
                 let from = names[rng.below(4)];
                 let to = names[(names.iter().position(|x| *x == from).unwrap_or(0) + 1 + rng.below(3)) % 4];
-                let request = TransferRequest {
-                    transfer_id: id(100 + t as u128, n),
-                    from: from.into(),
-                    to: to.into(),
-                    amount_cents: 1_000 + rng.below(5_000) as i64,
-                };
-                outcomes.push((
-                    request.transfer_id,
-                    handler.transfer(&mut client, &request).await.map_err(|e| e.to_string()),
-                ));
+                let request = request(id(100 + t as u128, n), from, to, 1_000 + rng.below(5_000) as i64);
+                outcomes.push((request.transfer_id, bank::transfer(&mut client, &request).await?));
             }
-            outcomes
+            Ok::<_, LabError>(outcomes)
         }));
     }
     let mut done: HashMap<Uuid, bool> = HashMap::new();
-    let mut errors = Vec::new();
+    let mut failures = Vec::new();
     let mut most_attempts = 0;
     for task in tasks {
-        for (transfer_id, outcome) in task.await.expect("teller task panicked") {
+        for (transfer_id, outcome) in task.await?? {
             match outcome {
-                Ok(TransferOutcome::Done { attempts, .. }) => {
+                TransferOutcome::Done { attempts } => {
                     done.insert(transfer_id, true);
                     most_attempts = most_attempts.max(attempts);
                 }
-                Ok(TransferOutcome::Rejected { .. }) => {
+                TransferOutcome::Rejected { .. } => {
                     done.insert(transfer_id, false);
                 }
-                Err(e) => errors.push(e),
+                other => failures.push(said(&other)),
             }
         }
     }
@@ -255,10 +358,6 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
     let unpaired =
         sent.keys().chain(received.keys()).filter(|t| sent.get(*t) != Some(&1) || received.get(*t) != Some(&1)).count();
     let unreported = sent.keys().filter(|t| done.get(*t) != Some(&true)).count();
-    let name = format!(
-        "{TELLERS} tellers, {} transfers at once: money kept, no overdraft, both sides of every transfer",
-        TELLERS as u128 * TRANSFERS
-    );
     let mut problems = Vec::new();
     if total != 40_000 {
         problems.push(format!("the four accounts hold {} instead of 400.00", money(total)));
@@ -272,19 +371,24 @@ async fn concurrent(server: &Server, handler: Handler) -> Result<CheckResult, La
     if unreported > 0 {
         problems.push(format!("{unreported} transfers are written but were not reported done"));
     }
-    if !errors.is_empty() {
-        problems.push(format!("{} transfers failed, e.g. {}", errors.len(), errors[0]));
+    if !failures.is_empty() {
+        problems.push(format!("{} transfers did not finish, e.g. {}", failures.len(), failures[0]));
     }
     let completed = done.values().filter(|d| **d).count();
-    Ok(CheckResult {
-        name,
-        passed: problems.is_empty(),
-        detail: if problems.is_empty() {
+    Ok(Check::new(
+        "concurrent-tellers",
+        format!(
+            "{TELLERS} tellers, {} transfers at once: money kept, no overdraft, both sides of every transfer",
+            TELLERS as u128 * TRANSFERS
+        ),
+        problems.is_empty(),
+        if problems.is_empty() {
             format!(
-                "400.00 kept across the four accounts; {completed} transfers done (the busiest took {most_attempts} attempt(s)), the others rejected by the overdraft rule"
+                "400.00 kept across the four accounts; {completed} transfers done (the busiest took {most_attempts} \
+                 call(s)), the others refused by the overdraft rule"
             )
         } else {
-            problems.join("; ")
+            problems.join("\n")
         },
-    })
+    ))
 }

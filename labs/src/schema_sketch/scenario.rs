@@ -4,26 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::json;
+use tokio_postgres::Client;
 use uuid::Uuid;
 
-use super::bank::{self, money, BankError, TransferOutcome, TransferRequest};
-use super::solution;
-use crate::pg::{ProviderError, Server};
+use super::bank::{self, money, TransferOutcome, TransferRequest};
+use crate::error::LabError;
+use crate::pg::Server;
 use crate::store::{self, ExpectedVersion, NewEvent, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LabError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bank(#[from] BankError),
-    #[error("installing the reference store: {0}")]
-    Install(tokio_postgres::Error),
-    #[error("the script expected {expected}, but {got}")]
-    Script { expected: String, got: String },
-}
 
 /// One line of the day: who did what, and what the store said.
 #[derive(Clone, Debug, Serialize)]
@@ -51,15 +38,26 @@ pub struct ReplayedEvent {
 #[derive(Clone, Debug, Serialize)]
 pub struct LabReport {
     pub lab: &'static str,
-    pub steps: Vec<Step>,
-    /// Stream id -> event count and version.
-    pub streams: BTreeMap<String, StreamSummary>,
     /// Account -> balance in cents, from the replay.
+    #[serde(rename = "balances_cents")]
     pub balances: BTreeMap<String, i64>,
-    /// Account -> balance in cents, loaded stream by stream.
-    pub loaded_balances: BTreeMap<String, i64>,
-    pub replay: Vec<ReplayedEvent>,
+    /// Stream id -> event count (and version, for people).
+    #[serde(rename = "events_per_stream", serialize_with = "event_counts")]
+    pub streams: BTreeMap<String, StreamSummary>,
+    /// Whether the replay's balances equal the balances loaded stream by stream.
+    #[serde(rename = "replay_matches_streams")]
     pub replay_matches: bool,
+    pub steps: Vec<Step>,
+    /// Account -> balance in cents, loaded stream by stream.
+    #[serde(skip)]
+    pub loaded_balances: BTreeMap<String, i64>,
+    #[serde(skip)]
+    pub replay: Vec<ReplayedEvent>,
+}
+
+/// What a machine reads of the streams: each one's event count.
+fn event_counts<S: serde::Serializer>(streams: &BTreeMap<String, StreamSummary>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(streams.iter().map(|(stream, summary)| (stream, summary.events)))
 }
 
 const ACCOUNTS: [&str; 3] = ["alice", "bob", "carol"];
@@ -73,20 +71,29 @@ fn request(n: u128, from: &str, to: &str, amount_cents: i64) -> TransferRequest 
     TransferRequest { transfer_id: id(n), from: from.into(), to: to.into(), amount_cents }
 }
 
-fn describe(outcome: &TransferOutcome, request: &TransferRequest) -> String {
-    match outcome {
-        TransferOutcome::Done { from_version, to_version, .. } => format!(
-            "{} v{from_version} TransferSent, {} v{to_version} TransferReceived, one transaction",
+/// What a transfer wrote, read back from both streams (the day runs one step at a time).
+async fn describe(client: &Client, outcome: &TransferOutcome, request: &TransferRequest) -> Result<String, LabError> {
+    Ok(match outcome {
+        TransferOutcome::Done { .. } => format!(
+            "{} v{} TransferSent, {} v{} TransferReceived, one transaction",
             bank::stream_of(&request.from),
-            bank::stream_of(&request.to)
+            bank::load(client, &request.from).await?.version,
+            bank::stream_of(&request.to),
+            bank::load(client, &request.to).await?.version,
         ),
         TransferOutcome::Rejected { reason } => format!("rejected: {reason}; nothing written"),
-    }
+        other => return Err(LabError::Script(format!("the reference transfer ended {other:?}"))),
+    })
 }
 
 pub async fn run(server: &Server) -> Result<LabReport, LabError> {
     let mut client = server.connect().await?;
-    store::install(&client).await.map_err(LabError::Install)?;
+    store::install(&client).await.map_err(LabError::db("installing the reference store"))?;
+    client.batch_execute(bank::BANK_SQL).await.map_err(LabError::db("installing the bank's helpers"))?;
+    client
+        .batch_execute(bank::REFERENCE_TRANSFER_SQL)
+        .await
+        .map_err(LabError::db("installing the reference transfer"))?;
     let mut steps = Vec::new();
     let mut step = |who: &str, command: String, outcome: String| {
         steps.push(Step { step: steps.len() + 1, who: who.into(), command, outcome });
@@ -112,19 +119,17 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
     }
 
     let first = request(30, "alice", "bob", 3_000);
-    let outcome = solution::transfer(&mut client, &first).await?;
-    step("teller", format!("transfer {} alice -> bob", money(first.amount_cents)), describe(&outcome, &first));
+    let outcome = bank::transfer(&mut client, &first).await?;
+    let said = describe(&client, &outcome, &first).await?;
+    step("teller", format!("transfer {} alice -> bob", money(first.amount_cents)), said);
 
     let overdraft = request(31, "carol", "alice", 5_000);
-    let outcome = solution::transfer(&mut client, &overdraft).await?;
+    let outcome = bank::transfer(&mut client, &overdraft).await?;
     if !matches!(outcome, TransferOutcome::Rejected { .. }) {
-        return Err(LabError::Script { expected: "the overdraft to be rejected".into(), got: format!("{outcome:?}") });
+        return Err(LabError::Script(format!("the script expects the overdraft to be rejected, but: {outcome:?}")));
     }
-    step(
-        "teller",
-        format!("transfer {} carol -> alice", money(overdraft.amount_cents)),
-        describe(&outcome, &overdraft),
-    );
+    let said = describe(&client, &outcome, &overdraft).await?;
+    step("teller", format!("transfer {} carol -> alice", money(overdraft.amount_cents)), said);
 
     // Two tellers load bob's account at the same moment and decide on the same version.
     let teller_2_client = server.connect().await?;
@@ -148,7 +153,12 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
         format!("account-bob v{v} Withdrawn"),
     );
     let racing = request(41, "bob", "carol", 4_000);
-    let (debit, _) = bank::transfer_events(&racing);
+    // Teller 2's debit, decided on version 3, as the transfer would append it.
+    let debit = NewEvent::new(
+        id(42),
+        "TransferSent",
+        json!({ "transfer_id": racing.transfer_id, "to": racing.to, "amount_cents": racing.amount_cents }),
+    );
     match store::append(&teller_2_client, "account-bob", ExpectedVersion::Exact(seen_2.version), &[debit]).await {
         Err(conflict @ StoreError::VersionConflict { .. }) => {
             step(
@@ -158,19 +168,18 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
             );
         }
         other => {
-            return Err(LabError::Script {
-                expected: "a version conflict for teller 2".into(),
-                got: format!("{other:?}"),
-            })
+            return Err(LabError::Script(format!("the script expects a version conflict for teller 2, but: {other:?}")))
         }
     }
     let mut teller_2 = teller_2_client;
-    let outcome = solution::transfer(&mut teller_2, &racing).await?;
-    step("teller 2", "load bob again and decide again".into(), describe(&outcome, &racing));
+    let outcome = bank::transfer(&mut teller_2, &racing).await?;
+    let said = describe(&teller_2, &outcome, &racing).await?;
+    step("teller 2", "load bob again and decide again".into(), said);
 
     let last = request(50, "alice", "carol", 2_500);
-    let outcome = solution::transfer(&mut client, &last).await?;
-    step("teller", format!("transfer {} alice -> carol", money(last.amount_cents)), describe(&outcome, &last));
+    let outcome = bank::transfer(&mut client, &last).await?;
+    let said = describe(&client, &outcome, &last).await?;
+    step("teller", format!("transfer {} alice -> carol", money(last.amount_cents)), said);
 
     let replay = bank::replay(&client).await?;
     let mut streams = BTreeMap::new();
@@ -206,7 +215,7 @@ pub async fn run(server: &Server) -> Result<LabReport, LabError> {
 }
 
 impl LabReport {
-    pub fn to_text(&self) -> String {
+    fn render(&self) -> String {
         let mut out = String::from("A day at the bank, on the reference store (a fresh PostgreSQL)\n\n");
         for s in &self.steps {
             out += &format!("{:>2}  {:<8}  {:<48}  {}\n", s.step, s.who, s.command, s.outcome);
@@ -240,3 +249,11 @@ impl LabReport {
         out
     }
 }
+
+impl std::fmt::Display for LabReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl crate::lab::Report for LabReport {}

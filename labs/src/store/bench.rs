@@ -16,38 +16,20 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::{append, append_bulk, ExpectedVersion, NewEvent, StoreError, StreamAppend};
-use crate::pg::{ProviderError, Server};
+use crate::pg::Server;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{context}: {source}")]
-    Database {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-}
-
-fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> BenchError + '_ {
-    move |source| BenchError::Database { context: context.to_string(), source }
+fn db(context: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + use<> {
+    let context = context.to_string();
+    StoreError::db(context)
 }
 
 /// How much each shape writes; `scale` multiplies them all (1.0 takes about 12 s a run here).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BenchOptions {
     pub runs: usize,
     pub scale: f64,
-    /// Only these shapes (by [`shape_ids`]) and their ceilings; None for all.
-    pub only: Option<&'static [&'static str]>,
-}
-
-/// The shapes' short names, for `labs bench store --only`.
-pub fn shape_ids() -> Vec<&'static str> {
-    SHAPES.iter().map(|s| s.id()).collect()
+    /// Only these shapes and their ceilings; empty for all.
+    pub only: Vec<Shape>,
 }
 
 /// One shape's medians. `ratio_to_ceiling` is the median of the run-by-run ratios.
@@ -89,7 +71,7 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
-    pub fn to_text(&self) -> String {
+    fn render(&self) -> String {
         let mut out = format!(
             "labs bench store: {} (fsync {}, synchronous_commit {}), median of {} runs\n\n",
             self.server, self.fsync, self.synchronous_commit, self.runs
@@ -135,33 +117,22 @@ fn new_event(kind: &str) -> NewEvent {
     )
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    CopyCeiling,
-    Bulk,
-    InsertSingle16,
-    AppendSingle1,
-    AppendSingle16,
-    AppendBatch100x1,
-    AppendBatch100x4,
-    ReadNaive,
-    ReadWatermark,
+id_enum! {
+    /// A shape of the benchmark, by its short name for `labs bench store --only`.
+    pub enum Shape {
+        CopyCeiling = "copy",
+        Bulk = "bulk",
+        InsertSingle16 = "insert-16",
+        AppendSingle1 = "append-1",
+        AppendSingle16 = "append-16",
+        AppendBatch100x1 = "batch100-1",
+        AppendBatch100x4 = "batch100-4",
+        ReadNaive = "read-naive",
+        ReadWatermark = "read-watermark",
+    }
 }
 
 impl Shape {
-    fn id(self) -> &'static str {
-        match self {
-            Shape::CopyCeiling => "copy",
-            Shape::Bulk => "bulk",
-            Shape::InsertSingle16 => "insert-16",
-            Shape::AppendSingle1 => "append-1",
-            Shape::AppendSingle16 => "append-16",
-            Shape::AppendBatch100x1 => "batch100-1",
-            Shape::AppendBatch100x4 => "batch100-4",
-            Shape::ReadNaive => "read-naive",
-            Shape::ReadWatermark => "read-watermark",
-        }
-    }
     fn name(self) -> &'static str {
         match self {
             Shape::CopyCeiling => "plain COPY (ceiling)",
@@ -197,24 +168,14 @@ impl Shape {
     }
 }
 
-const SHAPES: [Shape; 9] = [
-    Shape::CopyCeiling,
-    Shape::Bulk,
-    Shape::InsertSingle16,
-    Shape::AppendSingle1,
-    Shape::AppendSingle16,
-    Shape::AppendBatch100x1,
-    Shape::AppendBatch100x4,
-    Shape::ReadNaive,
-    Shape::ReadWatermark,
-];
+const SHAPES: &[Shape] = Shape::ALL;
 
 /// Runs every shape `runs` times on `server` and reports medians and ratios.
 pub async fn run(
     server: &Server,
     options: BenchOptions,
     mut progress: impl FnMut(&str),
-) -> Result<BenchReport, BenchError> {
+) -> Result<BenchReport, StoreError> {
     let admin = server.connect().await?;
     super::install(&admin).await.map_err(db("installing the store"))?;
     let setting = |name: &'static str| {
@@ -234,12 +195,7 @@ pub async fn run(
     let mut samples: Vec<Vec<(u64, Duration, u64)>> = vec![Vec::new(); SHAPES.len()];
     let selected: Vec<bool> = SHAPES
         .iter()
-        .map(|s| match options.only {
-            None => true,
-            Some(only) => only.iter().any(|id| {
-                *id == s.id() || SHAPES.iter().any(|o| o.id() == *id && o.ceiling().map(|c| c.0) == Some(*s))
-            }),
-        })
+        .map(|s| options.only.is_empty() || options.only.iter().any(|o| o == s || o.ceiling().map(|c| c.0) == Some(*s)))
         .collect();
     for run in 0..options.runs {
         // Odd runs go through the shapes backwards, so no shape always runs right after a
@@ -376,7 +332,7 @@ fn stream_batch(streams: usize) -> Vec<StreamAppend> {
 /// Chunks of 5,000 events (50 streams of 100), one transaction each, for both COPY shapes.
 const CHUNK_STREAMS: usize = 50;
 
-async fn copy_ceiling(clients: Vec<Client>, events: u64) -> Result<u64, BenchError> {
+async fn copy_ceiling(clients: Vec<Client>, events: u64) -> Result<u64, StoreError> {
     let mut client = one(clients);
     let mut written = 0;
     while written < events {
@@ -395,7 +351,7 @@ fn one(clients: Vec<Client>) -> Client {
     clients.into_iter().next().expect("one session per writer")
 }
 
-async fn bulk(clients: Vec<Client>, events: u64) -> Result<u64, BenchError> {
+async fn bulk(clients: Vec<Client>, events: u64) -> Result<u64, StoreError> {
     let mut client = one(clients);
     let mut written = 0;
     while written < events {
@@ -405,13 +361,13 @@ async fn bulk(clients: Vec<Client>, events: u64) -> Result<u64, BenchError> {
     Ok(written)
 }
 
-async fn fill(server: &Server, events: u64) -> Result<(), BenchError> {
+async fn fill(server: &Server, events: u64) -> Result<(), StoreError> {
     bulk(vec![server.connect().await?], events).await.map(|_| ())
 }
 
 /// `writers` sessions, each committing one event per transaction to its own ten streams, with
 /// the expected version checked (the store) or as a bare INSERT (the ceiling).
-async fn single(clients: Vec<Client>, per_writer: u64, plain_insert: bool) -> Result<u64, BenchError> {
+async fn single(clients: Vec<Client>, per_writer: u64, plain_insert: bool) -> Result<u64, StoreError> {
     let mut tasks = Vec::new();
     for (w, client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -443,13 +399,13 @@ async fn single(clients: Vec<Client>, per_writer: u64, plain_insert: bool) -> Re
                 }
                 versions[n % 10] += 1;
             }
-            Ok::<u64, BenchError>(per_writer)
+            Ok::<u64, StoreError>(per_writer)
         }));
     }
     join(tasks).await
 }
 
-async fn batches(clients: Vec<Client>, per_writer: u64) -> Result<u64, BenchError> {
+async fn batches(clients: Vec<Client>, per_writer: u64) -> Result<u64, StoreError> {
     let mut tasks = Vec::new();
     for client in clients {
         tasks.push(tokio::spawn(async move {
@@ -457,13 +413,13 @@ async fn batches(clients: Vec<Client>, per_writer: u64) -> Result<u64, BenchErro
                 let batch = stream_batch(1).pop().expect("one stream");
                 append(&client, &batch.stream_id, batch.expected, &batch.events).await?;
             }
-            Ok::<u64, BenchError>(per_writer * 100)
+            Ok::<u64, StoreError>(per_writer * 100)
         }));
     }
     join(tasks).await
 }
 
-async fn join(tasks: Vec<tokio::task::JoinHandle<Result<u64, BenchError>>>) -> Result<u64, BenchError> {
+async fn join(tasks: Vec<tokio::task::JoinHandle<Result<u64, StoreError>>>) -> Result<u64, StoreError> {
     let mut total = 0;
     for t in tasks {
         total += t.await.expect("benchmark task panicked")?;
@@ -473,17 +429,17 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<Result<u64, BenchError>>>) -> R
 
 /// Reads the whole table five times over (a pass alone is too short to time on a noisy
 /// machine), in batches of 1,000, following the reader's own checkpoint.
-async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchError> {
+async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, StoreError> {
     const PASSES: usize = 5;
     let client = one(clients);
     let mut read = 0u64;
     for _ in 0..PASSES {
         if watermark {
-            let mut after: Option<String> = None;
+            let mut after = super::Checkpoint::START;
             loop {
-                let events = super::read_all_after(&client, after.as_deref(), 1_000).await?;
+                let events = super::read_all_after(&client, after, 1_000).await?;
                 let Some(last) = events.last() else { break };
-                after = Some(last.checkpoint.clone());
+                after = last.checkpoint;
                 read += events.len() as u64;
             }
         } else {
@@ -491,7 +447,7 @@ async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchErr
             loop {
                 let rows = client
                     .query(
-                        "SELECT position, event_id, stream_id, version, type, data, metadata
+                        "SELECT position, transaction_id, event_id, stream_id, version, type, data, metadata
                          FROM events WHERE position > $1 ORDER BY position LIMIT 1000",
                         &[&after],
                     )
@@ -502,13 +458,13 @@ async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchErr
                 let events: Vec<super::RecordedEvent> = rows
                     .iter()
                     .map(|row| super::RecordedEvent {
-                        checkpoint: row.get::<_, i64>(0).to_string(),
-                        event_id: row.get(1),
-                        stream_id: row.get(2),
-                        version: row.get(3),
-                        event_type: row.get(4),
-                        data: row.get(5),
-                        metadata: row.get(6),
+                        checkpoint: super::Checkpoint { position: row.get(0), transaction_id: row.get(1) },
+                        event_id: row.get(2),
+                        stream_id: row.get(3),
+                        version: row.get(4),
+                        event_type: row.get(5),
+                        data: row.get(6),
+                        metadata: row.get(7),
                     })
                     .collect();
                 let Some(last) = rows.last() else { break };
@@ -522,7 +478,7 @@ async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, BenchErr
 
 /// Opens a transaction elsewhere in the cluster, gives it a transaction id, appends one event,
 /// and times how long each reader takes to return it; then ends the transaction.
-async fn watermark_stall(server: &Server, admin: &Client) -> Result<WatermarkStall, BenchError> {
+async fn watermark_stall(server: &Server, admin: &Client) -> Result<WatermarkStall, StoreError> {
     const HOLD: Duration = Duration::from_secs(1);
     admin.batch_execute("TRUNCATE events").await.map_err(db("TRUNCATE events"))?;
     // Another database, if this server lets us make one (not always so with --pg url).
@@ -577,4 +533,10 @@ async fn watermark_stall(server: &Server, admin: &Client) -> Result<WatermarkSta
         position_reader_seconds: position_seen.unwrap_or_default().as_secs_f64(),
         watermark_reader_seconds: watermark_seen.unwrap_or_default().as_secs_f64(),
     })
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
 }

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::append::APPEND_SQL;
 use super::read::READ_ALL_SQL;
-use crate::pg::{ProviderError, Server};
+use super::StoreError;
+use crate::pg::Server;
 use crate::rng::Rng;
 
 /// One conformance check's outcome. `details` holds what varies from run to run (counts under
@@ -38,28 +39,15 @@ pub struct VerifyReport {
     pub checks: Vec<Check>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error("{context}: {source}")]
-    Database {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-}
-
-fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> VerifyError {
-    let context = context.into();
-    move |source| VerifyError::Database { context, source }
+fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    StoreError::db(context)
 }
 
 const APPEND_SIGNATURE: &str = "append_to_stream(text,bigint,uuid[],text[],jsonb[],jsonb[])";
 const READ_SIGNATURE: &str = "read_all_after(text,integer)";
 
 /// Loads `sql` (the text of `file`) into the server's database and runs every check.
-pub async fn verify(server: &Server, sql: &str, file: &str) -> Result<VerifyReport, VerifyError> {
+pub async fn verify(server: &Server, sql: &str, file: &str) -> Result<VerifyReport, StoreError> {
     let client = server.connect().await?;
     let mut checks = Vec::new();
     let loaded = load(&client, sql, file).await;
@@ -85,7 +73,7 @@ pub async fn verify(server: &Server, sql: &str, file: &str) -> Result<VerifyRepo
 }
 
 impl VerifyReport {
-    pub fn to_text(&self) -> String {
+    fn render(&self) -> String {
         let mut out = format!("labs schema verify {}\n\n", self.file);
         for c in &self.checks {
             out += &format!("{}  {:<22} {}\n", if c.passed { "PASS" } else { "FAIL" }, c.name, c.summary);
@@ -112,13 +100,6 @@ fn fail(name: &'static str, summary: impl Into<String>) -> Check {
 }
 
 /// The server's message for an error, with its SQLSTATE.
-fn server_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
 fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|d| d.code().code())
 }
@@ -134,7 +115,7 @@ async fn load(client: &Client, sql: &str, file: &str) -> Check {
                 }
                 _ => format!("{file}: "),
             };
-            fail("loads", format!("{at}{}", server_error(&e)))
+            fail("loads", format!("{at}{}", super::server_message(&e)))
         }
     }
 }
@@ -147,7 +128,7 @@ fn line_and_column(text: &str, position: usize) -> (usize, usize) {
     (line, column)
 }
 
-async fn contract(client: &Client) -> Result<Check, VerifyError> {
+async fn contract(client: &Client) -> Result<Check, StoreError> {
     let row = client
         .query_one(
             "SELECT to_regprocedure($1) IS NOT NULL, to_regprocedure($2) IS NOT NULL",
@@ -190,7 +171,7 @@ async fn contract(client: &Client) -> Result<Check, VerifyError> {
         Err(e) => {
             return Ok(fail(
                 "contract",
-                format!("read_all_after cannot be called as the labs call it: {}", server_error(&e)),
+                format!("read_all_after cannot be called as the labs call it: {}", super::server_message(&e)),
             ))
         }
     }
@@ -222,7 +203,7 @@ async fn try_append(
 }
 
 /// Every event of one stream, read through the contract from the start.
-async fn stream_events(client: &Client, stream: &str) -> Result<Vec<(Uuid, i64, serde_json::Value)>, VerifyError> {
+async fn stream_events(client: &Client, stream: &str) -> Result<Vec<(Uuid, i64, serde_json::Value)>, StoreError> {
     let mut out = Vec::new();
     for row in read_everything(client, 1_000).await? {
         if row.2 == stream {
@@ -235,7 +216,7 @@ async fn stream_events(client: &Client, stream: &str) -> Result<Vec<(Uuid, i64, 
 type ReadRow = (String, Uuid, String, i64, serde_json::Value);
 
 /// All events from the start, following the checkpoints in batches of `batch`.
-async fn read_everything(client: &Client, batch: i32) -> Result<Vec<ReadRow>, VerifyError> {
+async fn read_everything(client: &Client, batch: i32) -> Result<Vec<ReadRow>, StoreError> {
     let mut out: Vec<ReadRow> = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -257,13 +238,18 @@ async fn read_everything(client: &Client, batch: i32) -> Result<Vec<ReadRow>, Ve
     }
 }
 
-async fn append_new_stream(client: &Client) -> Result<Check, VerifyError> {
+async fn append_new_stream(client: &Client) -> Result<Check, StoreError> {
     const NAME: &str = "append-new-stream";
     let events = [event(1, 1), event(1, 2)];
     match try_append(client, "c1-account", Some(0), &events).await {
         Ok(2) => {}
         Ok(v) => return Ok(fail(NAME, format!("two events appended to a new stream returned version {v}, not 2"))),
-        Err(e) => return Ok(fail(NAME, format!("appending two events to a new stream failed: {}", server_error(&e)))),
+        Err(e) => {
+            return Ok(fail(
+                NAME,
+                format!("appending two events to a new stream failed: {}", super::server_message(&e)),
+            ))
+        }
     }
     let stored = stream_events(client, "c1-account").await?;
     let got: Vec<(Uuid, i64)> = stored.iter().map(|e| (e.0, e.1)).collect();
@@ -276,22 +262,24 @@ async fn append_new_stream(client: &Client) -> Result<Check, VerifyError> {
     Ok(pass(NAME, "two events to a new stream: version 2 returned, read back as versions 1 and 2"))
 }
 
-async fn expected_versions(client: &Client) -> Result<Check, VerifyError> {
+async fn expected_versions(client: &Client) -> Result<Check, StoreError> {
     const NAME: &str = "expected-version";
     match try_append(client, "c1-account", Some(2), &[event(2, 1)]).await {
         Ok(3) => {}
         Ok(v) => return Ok(fail(NAME, format!("expected version 2 on a stream at 2 returned {v}, not 3"))),
-        Err(e) => return Ok(fail(NAME, format!("expected version 2 on a stream at 2 failed: {}", server_error(&e)))),
+        Err(e) => {
+            return Ok(fail(NAME, format!("expected version 2 on a stream at 2 failed: {}", super::server_message(&e))))
+        }
     }
     match try_append(client, "c1-account", None, &[event(2, 2)]).await {
         Ok(4) => {}
         Ok(v) => return Ok(fail(NAME, format!("expected version any (NULL) on a stream at 3 returned {v}, not 4"))),
-        Err(e) => return Ok(fail(NAME, format!("expected version any (NULL) failed: {}", server_error(&e)))),
+        Err(e) => return Ok(fail(NAME, format!("expected version any (NULL) failed: {}", super::server_message(&e)))),
     }
     Ok(pass(NAME, "exactly 2 on a stream at 2, and any (NULL), both append and return the new version"))
 }
 
-async fn stale_version_rejected(client: &Client) -> Result<Check, VerifyError> {
+async fn stale_version_rejected(client: &Client) -> Result<Check, StoreError> {
     const NAME: &str = "conflict-detected";
     let mut notes = Vec::new();
     for (expected, what) in [(2, "expected version 2 on a stream at 4"), (0, "expected no stream (0) on a stream at 4")]
@@ -316,7 +304,7 @@ async fn stale_version_rejected(client: &Client) -> Result<Check, VerifyError> {
             Err(e) if sqlstate(&e) == Some("23505") => {
                 notes.push(format!("{what}: rejected by a unique violation (23505); raise ES409 so callers can tell a conflict from a bug"))
             }
-            Err(e) => return Ok(fail(NAME, format!("{what} failed, but not as a conflict: {}", server_error(&e)))),
+            Err(e) => return Ok(fail(NAME, format!("{what} failed, but not as a conflict: {}", super::server_message(&e)))),
         }
     }
     let count = stream_events(client, "c1-account").await?.len();
@@ -331,13 +319,15 @@ async fn stale_version_rejected(client: &Client) -> Result<Check, VerifyError> {
     Ok(check)
 }
 
-async fn idempotent_retry(client: &Client) -> Result<Check, VerifyError> {
+async fn idempotent_retry(client: &Client) -> Result<Check, StoreError> {
     const NAME: &str = "idempotent-retry";
     let batch = [event(4, 1), event(4, 2)];
     match try_append(client, "c1-account", Some(4), &batch).await {
         Ok(6) => {}
         Ok(v) => return Ok(fail(NAME, format!("appending two events at version 4 returned {v}, not 6"))),
-        Err(e) => return Ok(fail(NAME, format!("appending two events at version 4 failed: {}", server_error(&e)))),
+        Err(e) => {
+            return Ok(fail(NAME, format!("appending two events at version 4 failed: {}", super::server_message(&e))))
+        }
     }
     // The acknowledgement was lost: the client sends the very same request again.
     match try_append(client, "c1-account", Some(4), &batch).await {
@@ -348,7 +338,7 @@ async fn idempotent_retry(client: &Client) -> Result<Check, VerifyError> {
                 NAME,
                 format!(
                 "resending the same append failed ({}): a client that lost the acknowledgement cannot tell it happened",
-                server_error(&e)
+                super::server_message(&e)
             ),
             ))
         }
@@ -373,14 +363,14 @@ async fn idempotent_retry(client: &Client) -> Result<Check, VerifyError> {
             NAME,
             format!(
                 "resending an append with expected version any returned {} then {}, not 1 both times",
-                a.map(|v| v.to_string()).unwrap_or_else(|e| server_error(&e)),
-                b.map(|v| v.to_string()).unwrap_or_else(|e| server_error(&e))
+                a.map(|v| v.to_string()).unwrap_or_else(|e| super::server_message(&e)),
+                b.map(|v| v.to_string()).unwrap_or_else(|e| super::server_message(&e))
             ),
         )),
     }
 }
 
-async fn reused_id_rejected(client: &Client) -> Result<Check, VerifyError> {
+async fn reused_id_rejected(client: &Client) -> Result<Check, StoreError> {
     const NAME: &str = "reused-id-rejected";
     let (id, ty, _) = event(4, 1);
     let other = [(id, ty, serde_json::json!({ "check": 5, "different": true }))];
@@ -391,7 +381,7 @@ async fn reused_id_rejected(client: &Client) -> Result<Check, VerifyError> {
             if stored != 6 {
                 return Ok(fail(NAME, format!("the rejected append changed the stream: {stored} events instead of 6")));
             }
-            let how = if sqlstate(&e) == Some(super::SQLSTATE_EVENT_ID_REUSED) { "ES422".to_string() } else { server_error(&e) };
+            let how = if sqlstate(&e) == Some(super::SQLSTATE_EVENT_ID_REUSED) { "ES422".to_string() } else { super::server_message(&e) };
             Ok(pass(NAME, format!("an event id already stored, sent with other data, is rejected ({how})")))
         }
     }
@@ -405,7 +395,7 @@ struct Delivered {
 
 /// Writers commit out of order while readers poll: first a scripted late commit, then random
 /// load. Every reader must receive every committed event once, each stream in version order.
-async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
+async fn concurrent_readers(server: &Server) -> Result<Check, StoreError> {
     const NAME: &str = "concurrent-readers";
     const READERS: usize = 3;
     const WRITERS: usize = 6;
@@ -430,12 +420,12 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
     let mut failures: Vec<String> = Vec::new();
     match try_append(&late, "c8-late", None, std::slice::from_ref(&late_event)).await {
         Ok(_) => {}
-        Err(e) => failures.push(format!("late writer: {}", server_error(&e))),
+        Err(e) => failures.push(format!("late writer: {}", super::server_message(&e))),
     }
     let early_event = event(8, 1);
     match try_append(&other, "c8-s0", None, std::slice::from_ref(&early_event)).await {
         Ok(_) => committed.push((early_event.0, "c8-s0".into())),
-        Err(e) => failures.push(format!("writer: {}", server_error(&e))),
+        Err(e) => failures.push(format!("writer: {}", super::server_message(&e))),
     }
     // A rival appends to a stream the late writer has also appended to: it must wait for the
     // late writer's commit and then either append after it or fail loudly, never be told it
@@ -443,13 +433,15 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
     let rival_event = event(8, 2);
     let second_late = event(8, 3);
     if let Err(e) = try_append(&late, "c8-s1", None, std::slice::from_ref(&second_late)).await {
-        failures.push(format!("late writer: {}", server_error(&e)));
+        failures.push(format!("late writer: {}", super::server_message(&e)));
     }
     let rival = server.connect().await?;
     let rival_append = {
         let rival_event = rival_event.clone();
         tokio::spawn(async move {
-            try_append(&rival, "c8-s1", None, std::slice::from_ref(&rival_event)).await.map_err(|e| server_error(&e))
+            try_append(&rival, "c8-s1", None, std::slice::from_ref(&rival_event))
+                .await
+                .map_err(|e| super::server_message(&e))
         })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -481,7 +473,7 @@ async fn concurrent_readers(server: &Server) -> Result<Check, VerifyError> {
                     Ok(()) => ok.push((e.0, stream)),
                     Err(err) => {
                         let _ = client.batch_execute("ROLLBACK").await;
-                        errors.push(server_error(&err));
+                        errors.push(super::server_message(&err));
                     }
                 }
             }
@@ -604,7 +596,7 @@ async fn read_until_done(
 
 /// Writers race on one stream, round after round, all with the same expected version: exactly
 /// one must win each round, the others must fail, and every acknowledged event must be stored.
-async fn racing_writers(server: &Server) -> Result<Check, VerifyError> {
+async fn racing_writers(server: &Server) -> Result<Check, StoreError> {
     const NAME: &str = "conflicts-under-race";
     const WRITERS: usize = 8;
     const ROUNDS: i64 = 10;
@@ -622,7 +614,7 @@ async fn racing_writers(server: &Server) -> Result<Check, VerifyError> {
                 outcomes.push((
                     round,
                     e.0,
-                    result.map_err(|err| (sqlstate(&err).unwrap_or("").to_string(), server_error(&err))),
+                    result.map_err(|err| (sqlstate(&err).unwrap_or("").to_string(), super::server_message(&err))),
                 ));
             }
             outcomes
@@ -692,7 +684,7 @@ async fn racing_writers(server: &Server) -> Result<Check, VerifyError> {
 
 /// Replaying from the start, in small batches through the checkpoints, gives the same events in
 /// the same order as one big read, and every stream reads as versions 1, 2, 3... in order.
-async fn replay_in_order(client: &Client) -> Result<Check, VerifyError> {
+async fn replay_in_order(client: &Client) -> Result<Check, StoreError> {
     const NAME: &str = "replay-in-order";
     let whole = read_everything(client, 100_000).await?;
     let batched = read_everything(client, 7).await?;
@@ -722,4 +714,10 @@ async fn replay_in_order(client: &Client) -> Result<Check, VerifyError> {
         NAME,
         format!("{} streams replay from the start as versions 1, 2, 3..., in batches or in one read", next.len()),
     ))
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
+    }
 }

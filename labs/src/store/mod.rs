@@ -108,12 +108,24 @@ pub enum StoreError {
     NoSubscription(String),
     #[error("subscription {0}: its checkpoint moved while this instance held the subscription's lock")]
     CheckpointMoved(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", server_message(source))]
     Database {
         context: String,
         #[source]
         source: tokio_postgres::Error,
     },
+    /// `labs schema verify` and `labs bench store` start their own servers.
+    #[error(transparent)]
+    Provider(#[from] crate::pg::ProviderError),
+}
+
+/// The server's message and SQLSTATE (`message (SQLSTATE 23505)`), or the client's error when the
+/// server said nothing (a lost connection).
+pub fn server_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// The contract's SQLSTATEs (schema.sql).
@@ -121,6 +133,12 @@ pub const SQLSTATE_VERSION_CONFLICT: &str = "ES409";
 pub const SQLSTATE_EVENT_ID_REUSED: &str = "ES422";
 
 impl StoreError {
+    /// `map_err(StoreError::db("what the store was doing"))`.
+    pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Database { context, source }
+    }
+
     /// Turns the server's error into the typed one, reading the contract's SQLSTATEs and the
     /// JSON in their DETAIL.
     pub fn from_db(

@@ -16,8 +16,8 @@ pub const READ_ALL_SQL: &str =
 /// An event as it was stored.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RecordedEvent {
-    /// Where a reader resumes after this event (for a stream read, the stream and version).
-    pub checkpoint: String,
+    /// Where a reader of all streams resumes after this event.
+    pub checkpoint: Checkpoint,
     pub event_id: Uuid,
     pub stream_id: String,
     pub version: i64,
@@ -27,26 +27,47 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// From a row of the contract's read: (checkpoint, event_id, stream_id, version, type, data, metadata).
-    pub fn from_row(row: &Row) -> RecordedEvent {
-        RecordedEvent {
-            checkpoint: row.get(0),
+    /// From a row of the contract's read, `read_all_after` in SQL: (checkpoint, event_id,
+    /// stream_id, version, type, data, metadata). Its checkpoint is text, parsed here: the
+    /// contract's edge.
+    pub fn from_contract_row(row: &Row) -> Result<RecordedEvent, StoreError> {
+        Ok(RecordedEvent {
+            checkpoint: row.get::<_, &str>(0).parse()?,
             event_id: row.get(1),
             stream_id: row.get(2),
             version: row.get(3),
             event_type: row.get(4),
             data: row.get(5),
             metadata: row.get(6),
+        })
+    }
+
+    /// From a row of `transaction_id, position, event_id, stream_id, version, type, data, metadata`.
+    fn from_typed_row(row: &Row) -> RecordedEvent {
+        RecordedEvent {
+            checkpoint: Checkpoint { transaction_id: row.get(0), position: row.get(1) },
+            event_id: row.get(2),
+            stream_id: row.get(3),
+            version: row.get(4),
+            event_type: row.get(5),
+            data: row.get(6),
+            metadata: row.get(7),
         }
     }
 }
 
 /// The reference store's checkpoint: the last event read, as (transaction id, position).
-/// Written `xid:position`, the text form `read_all_after` takes and returns.
+/// Written `xid:position`, the text form `read_all_after` takes and returns and the
+/// `subscriptions` table stores; everywhere else it is this type.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Checkpoint {
     pub transaction_id: TransactionId,
     pub position: i64,
+}
+
+impl Checkpoint {
+    /// Before every event.
+    pub const START: Checkpoint = Checkpoint { transaction_id: TransactionId(0), position: 0 };
 }
 
 impl fmt::Display for Checkpoint {
@@ -56,14 +77,16 @@ impl fmt::Display for Checkpoint {
 }
 
 impl FromStr for Checkpoint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Checkpoint, String> {
-        let (xid, position) = s.split_once(':').ok_or_else(|| format!("checkpoint '{s}' is not 'xid:position'"))?;
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Checkpoint, StoreError> {
+        let bad = |why: String| StoreError::BadCheckpoint(why);
+        let (xid, position) =
+            s.split_once(':').ok_or_else(|| bad(format!("checkpoint '{s}' is not 'xid:position'")))?;
         Ok(Checkpoint {
             transaction_id: TransactionId(
-                xid.parse().map_err(|_| format!("checkpoint '{s}': '{xid}' is not a transaction id"))?,
+                xid.parse().map_err(|_| bad(format!("checkpoint '{s}': '{xid}' is not a transaction id")))?,
             ),
-            position: position.parse().map_err(|_| format!("checkpoint '{s}': '{position}' is not a position"))?,
+            position: position.parse().map_err(|_| bad(format!("checkpoint '{s}': '{position}' is not a position")))?,
         })
     }
 }
@@ -81,32 +104,18 @@ pub const READ_ALL_TYPED_SQL: &str = "
     ORDER BY e.transaction_id, e.position
     LIMIT $3";
 
-/// Up to `max_count` events after `after` (None: from the start), behind the watermark.
+/// Up to `max_count` events after `after` ([`Checkpoint::START`]: from the start), behind the
+/// watermark.
 pub async fn read_all_after(
     client: &impl GenericClient,
-    after: Option<&str>,
+    after: Checkpoint,
     max_count: i32,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let from = match after {
-        None => Checkpoint::default(),
-        Some(text) => text.parse::<Checkpoint>().map_err(StoreError::BadCheckpoint)?,
-    };
     let rows = client
-        .query(READ_ALL_TYPED_SQL, &[&from.transaction_id, &from.position, &(max_count as i64)])
+        .query(READ_ALL_TYPED_SQL, &[&after.transaction_id, &after.position, &(max_count as i64)])
         .await
-        .map_err(|source| StoreError::Database { context: "reading all streams".into(), source })?;
-    Ok(rows
-        .iter()
-        .map(|row| RecordedEvent {
-            checkpoint: Checkpoint { transaction_id: row.get(0), position: row.get(1) }.to_string(),
-            event_id: row.get(2),
-            stream_id: row.get(3),
-            version: row.get(4),
-            event_type: row.get(5),
-            data: row.get(6),
-            metadata: row.get(7),
-        })
-        .collect())
+        .map_err(StoreError::db("reading all streams"))?;
+    Ok(rows.iter().map(RecordedEvent::from_typed_row).collect())
 }
 
 /// One stream's events from `from_version` on, in version order: what a command handler loads
@@ -119,11 +128,11 @@ pub async fn read_stream(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = client
         .query(
-            "SELECT stream_id || '@' || version, event_id, stream_id, version, type, data, metadata
+            "SELECT transaction_id, position, event_id, stream_id, version, type, data, metadata
              FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
             &[&stream_id, &from_version, &max_count],
         )
         .await
-        .map_err(|source| StoreError::Database { context: format!("reading stream {stream_id}"), source })?;
-    Ok(rows.iter().map(RecordedEvent::from_row).collect())
+        .map_err(StoreError::db(format!("reading stream {stream_id}")))?;
+    Ok(rows.iter().map(RecordedEvent::from_typed_row).collect())
 }

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
-use super::read::RecordedEvent;
+use super::read::{Checkpoint, RecordedEvent};
 use super::StoreError;
 
 /// Advisory locks in the two-key space (class, hash of the name) never collide with the
@@ -71,12 +71,12 @@ impl Subscription {
     }
 
     /// The stored checkpoint (None: nothing processed yet).
-    pub async fn checkpoint(&self, client: &Client) -> Result<Option<String>, StoreError> {
-        let row =
-            client.query_opt("SELECT checkpoint FROM subscriptions WHERE name = $1", &[&self.name]).await.map_err(
-                |source| StoreError::Database { context: format!("reading subscription {}", self.name), source },
-            )?;
-        Ok(row.and_then(|r| r.get(0)))
+    pub async fn checkpoint(&self, client: &Client) -> Result<Option<Checkpoint>, StoreError> {
+        let row = client
+            .query_opt("SELECT checkpoint FROM subscriptions WHERE name = $1", &[&self.name])
+            .await
+            .map_err(StoreError::db(format!("reading subscription {}", self.name)))?;
+        row.and_then(|r| r.get::<_, Option<String>>(0)).map(|text| text.parse()).transpose()
     }
 
     /// Reads the next batch and hands it to `project` inside one transaction that also stores
@@ -107,15 +107,17 @@ impl Subscription {
             .map_err(db("reading the checkpoint"))?
             .ok_or_else(|| StoreError::NoSubscription(self.name.clone()))?
             .get(0);
+        // The table keeps the contract's text form; parsed here, written back from the type.
+        let after: Checkpoint = checkpoint.as_deref().map(str::parse).transpose()?.unwrap_or(Checkpoint::START);
         let events: Vec<RecordedEvent> = match self.reader {
-            Reader::Store => super::read::read_all_after(&tx, checkpoint.as_deref(), self.batch_size).await?,
+            Reader::Store => super::read::read_all_after(&tx, after, self.batch_size).await?,
             Reader::ContractFunction => tx
                 .query(super::read::READ_ALL_SQL, &[&checkpoint, &self.batch_size])
                 .await
                 .map_err(db("reading events"))?
                 .iter()
-                .map(RecordedEvent::from_row)
-                .collect(),
+                .map(RecordedEvent::from_contract_row)
+                .collect::<Result<_, _>>()?,
         };
         let Some(last) = events.last() else {
             return Ok(Batch::CaughtUp);
@@ -127,7 +129,7 @@ impl Subscription {
             .execute(
                 "UPDATE subscriptions SET checkpoint = $2, updated_at = clock_timestamp()
                  WHERE name = $1 AND checkpoint IS NOT DISTINCT FROM $3",
-                &[&self.name, &last.checkpoint, &checkpoint],
+                &[&self.name, &last.checkpoint.to_string(), &checkpoint],
             )
             .await
             .map_err(db("storing the checkpoint"))?;

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::bottleneck::{self, Bottleneck, Sample, Wait};
-use super::strategy::{Strategy, UnitError, Writer, SETUP_SQL};
-use crate::pg::{ProviderError, Server};
+use super::strategy::{Strategy, Writer, SETUP_SQL};
+use crate::error::LabError;
+use crate::pg::Server;
 use crate::store;
 
 #[derive(Clone, Debug)]
@@ -96,30 +97,8 @@ pub enum Progress {
     Finished(Point),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RaceError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error("{context}: {source}")]
-    Database {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("strategy {strategy} with {writers} writers: {source}")]
-    Writer {
-        strategy: &'static str,
-        writers: usize,
-        #[source]
-        source: UnitError,
-    },
-    #[error("this server ({0}) has no pg_stat_wal view (PostgreSQL 14 or later has it): the race needs it to count full-page images and flushes")]
-    NoPgStatWal(String),
-}
-
-fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> RaceError {
-    let context = context.into();
-    move |source| RaceError::Database { context, source }
+fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> LabError {
+    LabError::db(context)
 }
 
 /// The settings recorded with every result set.
@@ -142,7 +121,7 @@ pub async fn run(
     options: &RaceOptions,
     stop: &AtomicBool,
     mut progress: impl FnMut(Progress),
-) -> Result<RaceReport, RaceError> {
+) -> Result<RaceReport, LabError> {
     let admin = server.connect().await?;
     let version: String = admin.query_one("SHOW server_version", &[]).await.map_err(db("SHOW server_version"))?.get(0);
     let has_stat_wal: bool = admin
@@ -151,7 +130,7 @@ pub async fn run(
         .map_err(db("looking for pg_stat_wal"))?
         .get(0);
     if !has_stat_wal {
-        return Err(RaceError::NoPgStatWal(version));
+        return Err(LabError::Script(format!("this server ({version}) has no pg_stat_wal view (PostgreSQL 14 or later has it): the race needs it to count full-page images and flushes")));
     }
     store::install(&admin).await.map_err(db("installing the reference store"))?;
     admin.batch_execute(SETUP_SQL).await.map_err(db("creating the race's tables"))?;
@@ -213,7 +192,7 @@ pub fn summarize(strategies: &[Strategy], points: &[Point]) -> Vec<StrategyResul
         .collect()
 }
 
-async fn provenance(server: &Server, admin: &Client, version: &str) -> Result<Provenance, RaceError> {
+async fn provenance(server: &Server, admin: &Client, version: &str) -> Result<Provenance, LabError> {
     let mut settings = BTreeMap::new();
     for name in SETTINGS {
         let value: String =
@@ -262,7 +241,7 @@ struct Counters {
     syncs: i64,
 }
 
-async fn counters(admin: &Client) -> Result<Counters, RaceError> {
+async fn counters(admin: &Client) -> Result<Counters, LabError> {
     // pg_stat_clear_snapshot: read the counters as they are now, not as cached earlier.
     admin.batch_execute("SELECT pg_stat_clear_snapshot()").await.map_err(db("pg_stat_clear_snapshot"))?;
     let row = admin
@@ -272,7 +251,7 @@ async fn counters(admin: &Client) -> Result<Counters, RaceError> {
     Ok(Counters { lsn: row.get(0), fpi: row.get(1), syncs: row.get(2) })
 }
 
-async fn wal_since(admin: &Client, lsn: &str) -> Result<u64, RaceError> {
+async fn wal_since(admin: &Client, lsn: &str) -> Result<u64, LabError> {
     let bytes: i64 = admin
         .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::text::pg_lsn)::bigint", &[&lsn])
         .await
@@ -290,7 +269,7 @@ async fn run_point(
     seconds: f64,
     stop: &AtomicBool,
     progress: &mut impl FnMut(Progress),
-) -> Result<Option<Point>, RaceError> {
+) -> Result<Option<Point>, LabError> {
     // The same start for every point: empty tables, then a checkpoint, so every point pays
     // full-page images for the pages it touches first, as after any checkpoint.
     admin
@@ -324,7 +303,7 @@ async fn run_point(
                 events.fetch_add(n, Ordering::Relaxed);
                 transactions.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<Writer, UnitError>(writer)
+            Ok::<Writer, LabError>(writer)
         }));
     }
 
@@ -363,7 +342,9 @@ async fn run_point(
     for t in tasks {
         match t.await.expect("writer task panicked") {
             Ok(writer) => finished.push(writer),
-            Err(source) => return Err(RaceError::Writer { strategy: strategy.id(), writers, source }),
+            Err(source) => {
+                return Err(LabError::Script(format!("strategy {} with {writers} writers: {source}", strategy.id())))
+            }
         }
     }
     if stop.load(Ordering::SeqCst) {

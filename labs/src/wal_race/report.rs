@@ -103,7 +103,7 @@ pub fn summary(report: &RaceReport) -> Summary {
 }
 
 impl RaceReport {
-    pub fn to_text(&self) -> String {
+    fn render(&self) -> String {
         let p = &self.provenance;
         let setting = |name: &str| p.settings.get(name).cloned().unwrap_or_else(|| "?".into());
         let writers: Vec<String> = self.writers.iter().map(|w| w.to_string()).collect();
@@ -223,5 +223,11 @@ impl RaceReport {
             out += &format!("- `{k}` = `{v}`\n");
         }
         out
+    }
+}
+
+impl std::fmt::Display for RaceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render())
     }
 }

@@ -2,46 +2,34 @@
 
 use futures_util::future::try_join_all;
 use futures_util::pin_mut;
-use serde::Serialize;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
+use crate::error::LabError;
 use crate::rng::Rng;
-use crate::store::{self, ExpectedVersion, NewEvent, StoreError, StreamAppend};
+use crate::store::{self, ExpectedVersion, NewEvent, StreamAppend};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    RowPerTx,
-    RowPerTxAsync,
-    RowsOneTx,
-    MultiRow,
-    Pipelined,
-    Copy,
-    StoreAppend,
-    StoreBulk,
-    Unlogged,
-    ExtraIndexes,
-    GlobalCounter,
-    AdvisoryLock,
+id_enum! {
+    #[derive(PartialOrd, Ord)]
+    pub enum Strategy {
+        RowPerTx = "row-per-tx",
+        RowPerTxAsync = "row-per-tx-async",
+        RowsOneTx = "rows-one-tx",
+        MultiRow = "multi-row",
+        Pipelined = "pipelined",
+        Copy = "copy",
+        StoreAppend = "store-append",
+        StoreBulk = "store-bulk",
+        Unlogged = "unlogged",
+        ExtraIndexes = "extra-indexes",
+        GlobalCounter = "global-counter",
+        AdvisoryLock = "advisory-lock",
+    }
 }
 
-pub const ALL: [Strategy; 12] = [
-    Strategy::RowPerTx,
-    Strategy::RowPerTxAsync,
-    Strategy::RowsOneTx,
-    Strategy::MultiRow,
-    Strategy::Pipelined,
-    Strategy::Copy,
-    Strategy::StoreAppend,
-    Strategy::StoreBulk,
-    Strategy::Unlogged,
-    Strategy::ExtraIndexes,
-    Strategy::GlobalCounter,
-    Strategy::AdvisoryLock,
-];
+pub const ALL: &[Strategy] = Strategy::ALL;
 
 /// Every event's type.
 const KIND: &str = "PaymentCaptured";
@@ -52,27 +40,6 @@ const BATCH: usize = 100;
 const COPY_ROWS: usize = 1_000;
 
 impl Strategy {
-    pub fn id(self) -> &'static str {
-        match self {
-            Strategy::RowPerTx => "row-per-tx",
-            Strategy::RowPerTxAsync => "row-per-tx-async",
-            Strategy::RowsOneTx => "rows-one-tx",
-            Strategy::MultiRow => "multi-row",
-            Strategy::Pipelined => "pipelined",
-            Strategy::Copy => "copy",
-            Strategy::StoreAppend => "store-append",
-            Strategy::StoreBulk => "store-bulk",
-            Strategy::Unlogged => "unlogged",
-            Strategy::ExtraIndexes => "extra-indexes",
-            Strategy::GlobalCounter => "global-counter",
-            Strategy::AdvisoryLock => "advisory-lock",
-        }
-    }
-
-    pub fn from_id(id: &str) -> Option<Strategy> {
-        ALL.into_iter().find(|s| s.id() == id)
-    }
-
     /// One line, as the output and the book describe it.
     pub fn describe(self) -> &'static str {
         match self {
@@ -190,7 +157,7 @@ impl Writer {
     }
 
     /// Writes one unit of the strategy (one transaction) and returns how many events it wrote.
-    pub async fn unit(&mut self, strategy: Strategy) -> Result<u64, UnitError> {
+    pub async fn unit(&mut self, strategy: Strategy) -> Result<u64, LabError> {
         match strategy {
             Strategy::RowPerTx | Strategy::RowPerTxAsync => {
                 let (id, stream, version, data) = self.event();
@@ -310,12 +277,4 @@ fn multi_row_sql(table: &str) -> String {
         .map(|i| format!("(${}, ${}, ${}, ${}, ${})", i * 5 + 1, i * 5 + 2, i * 5 + 3, i * 5 + 4, i * 5 + 5))
         .collect();
     format!("INSERT INTO {table} (event_id, stream_id, version, type, data) VALUES {}", values.join(", "))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum UnitError {
-    #[error(transparent)]
-    Database(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
