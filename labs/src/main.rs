@@ -866,7 +866,7 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
                 ));
             }
         }
-        Err(e) => add("docker engine", "warn", e.clone()),
+        Err(e) => add("docker engine", "warn", e.to_string()),
     }
     match pg::find_local_binaries() {
         Ok(dir) => add(
@@ -874,7 +874,7 @@ async fn doctor(backend: Option<Backend>, json: bool) -> Result<ExitCode> {
             "ok",
             version(&dir.join("postgres").to_string_lossy()).unwrap_or_else(|| dir.display().to_string()),
         ),
-        Err(e) => add("local postgres", "warn", e),
+        Err(e) => add("local postgres", "warn", e.to_string()),
     }
     if let Some(url) = &config.database_url {
         add("DATABASE_URL", "ok", format!("set ({} characters); used with --pg url", url.len()));
