@@ -65,6 +65,9 @@ enum Command {
     },
     /// Remove servers, directories and containers left by a labs process that was killed.
     Clean,
+    /// While online, before the day: get the PostgreSQL image (or check it is there) and say how
+    /// big it is, so the labs need no download in the room.
+    Prepare,
     /// Exercise files: `labs exercises init` writes fresh copies.
     #[command(subcommand)]
     Exercises(Exercises),
@@ -403,6 +406,10 @@ async fn command(cli: Cli, signals: &mut Signals) -> Result<Exit, Outcome> {
             Ok(Exit::Done)
         }
         Command::Exercises(Exercises::Init { dir, force }) => exercises_init(dir, force),
+        Command::Prepare => {
+            let config = ProviderConfig::from_env(cli.pg).map_err(failed)?;
+            step(signals, None, false, prepare(config)).await
+        }
         Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
         Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => {
             generate(seed, &out, difficulty, payments.map(|p| p as usize), force)
@@ -591,6 +598,39 @@ fn list(json: bool) -> Result<Exit, Outcome> {
         }
     }
     println!("\nRun one with `labs run <id>`; check your exercise with `labs check <id>`.");
+    Ok(Exit::Done)
+}
+
+/// Gets the container backend's image while online, or says why the local backend will do.
+async fn prepare(config: ProviderConfig) -> Result<Exit, LabError> {
+    let megabytes = |bytes: u64| format!("{:.0} MB", bytes as f64 / 1e6);
+    let engine = match DockerEngine::detect().await {
+        Ok(engine) => engine,
+        Err(e) => {
+            println!("no Docker engine: {e}");
+            return match pg::find_local_binaries_async().await {
+                Ok(dir) => {
+                    println!("the labs will use the local PostgreSQL binaries in {} (--pg local): nothing to download", dir.display());
+                    Ok(Exit::Done)
+                }
+                Err(local) => Err(LabError::Usage(format!(
+                    "no way to get a PostgreSQL server here: start Docker (then run `labs prepare` again) or install                      PostgreSQL's server binaries ({local})"
+                ))),
+            };
+        }
+    };
+    if let Some(info) = pg::image::image_info(&engine, &config.image).await? {
+        println!("{} is present ({}): the labs need no download", info.image, megabytes(info.size_bytes));
+        return Ok(Exit::Done);
+    }
+    println!("pulling {} (this needs the network once; the labs then run offline)...", config.image);
+    let started = Instant::now();
+    let info = pg::image::pull(&engine, &config.image, |line| eprintln!("  {line}")).await.map_err(|e| {
+        LabError::Usage(format!(
+            "{e}\nWithout access to that registry: set LABS_PG_IMAGE to an image you have (`docker images`), or use              --pg local with PostgreSQL's server binaries"
+        ))
+    })?;
+    println!("{} pulled in {:.0} s ({}): the labs need no download", info.image, started.elapsed().as_secs_f64(), megabytes(info.size_bytes));
     Ok(Exit::Done)
 }
 

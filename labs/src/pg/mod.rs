@@ -23,6 +23,7 @@ mod cluster;
 mod container;
 mod docker;
 mod error;
+pub mod image;
 mod local;
 mod reaper;
 mod scripts;
