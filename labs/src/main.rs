@@ -202,13 +202,18 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // `labs run <unknown>`: name the activities, as `labs check <unknown>` does.
+        // `labs run <unknown>`: name the activities, as `labs check <unknown>` does; a draft says so.
         Err(e)
             if e.kind() == clap::error::ErrorKind::InvalidSubcommand
                 && std::env::args().nth(1).as_deref() == Some("run") =>
         {
             let unknown = e.get(clap::error::ContextKind::InvalidSubcommand).map(|v| v.to_string()).unwrap_or_default();
-            let ids: Vec<&str> = LABS.iter().map(|lab| lab.id()).collect();
+            let course = Settings::load().map(|s| s.course).unwrap_or_else(|_| Settings::compiled_in().course);
+            if course.activity(&unknown).is_some() {
+                eprintln!("activity '{unknown}' is a draft: its lab is not in this build yet (`labs list` shows which are ready)");
+                return ExitCode::from(Exit::NoExercise.code());
+            }
+            let ids: Vec<&str> = course.activities.iter().map(|a| a.id.as_str()).collect();
             eprintln!("error: unknown activity '{unknown}'; the activities are: {}", ids.join(", "));
             return ExitCode::from(Exit::Usage.code());
         }
@@ -372,24 +377,47 @@ fn context(backend: Option<Backend>) -> Result<Ctx, Outcome> {
     Ok(Ctx::new(settings, provider))
 }
 
+/// Before a lab starts servers: remove what a killed labs process left (its owner is gone, so
+/// nothing in use is touched), saying what. A failure here never stops the lab.
+async fn sweep_leftovers() {
+    match pg::clean_leftovers().await {
+        Ok(removed) => {
+            for line in removed {
+                eprintln!("cleaned up after a labs process that was killed: {line}");
+            }
+        }
+        Err(e) => {
+            eprintln!("warning: could not look for leftovers of killed labs processes ({e}); `labs clean` retries")
+        }
+    }
+}
+
 async fn command(cli: Cli, signals: &mut Signals) -> Result<Exit, Outcome> {
     match cli.command {
         Command::List { json } => list(json),
         Command::Run(run) => {
             let ctx = context(cli.pg)?;
             ready(&ctx, run.lab.id())?;
+            sweep_leftovers().await;
             let rendered = step(signals, Some(&ctx), run.lab.winds_down(), run.lab.run(&run.matches, &ctx)).await?;
             print(&rendered, run.json)
         }
         Command::Check { lab, file, solution, json } => {
             let ctx = context(cli.pg)?;
-            let Some(found) = lab::find(&lab) else { return Err(unknown_activity(&ctx, &lab)) };
+            let Some(found) = lab::find(&lab) else {
+                if ctx.settings.course.activity(&lab).is_some() {
+                    eprintln!("activity '{lab}' is a draft: its lab and exercise are not in this build yet");
+                    return Ok(Exit::NoExercise);
+                }
+                return Err(unknown_activity(&ctx, &lab));
+            };
             ready(&ctx, &lab)?;
             let Some(exercise) = found.exercise() else {
                 eprintln!("activity '{lab}' has no exercise (`labs list` shows which do)");
                 return Ok(Exit::NoExercise);
             };
             let file = exercise_file(&ctx, &exercise, file, solution)?;
+            sweep_leftovers().await;
             eprintln!("checking {}", file.shown);
             let rendered = step(signals, Some(&ctx), false, found.check(&file, &ctx)).await?;
             print(&rendered, json)
@@ -630,7 +658,12 @@ async fn prepare(config: ProviderConfig) -> Result<Exit, LabError> {
             "{e}\nWithout access to that registry: set LABS_PG_IMAGE to an image you have (`docker images`), or use              --pg local with PostgreSQL's server binaries"
         ))
     })?;
-    println!("{} pulled in {:.0} s ({}): the labs need no download", info.image, started.elapsed().as_secs_f64(), megabytes(info.size_bytes));
+    println!(
+        "{} pulled in {:.0} s ({}): the labs need no download",
+        info.image,
+        started.elapsed().as_secs_f64(),
+        megabytes(info.size_bytes)
+    );
     Ok(Exit::Done)
 }
 

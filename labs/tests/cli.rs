@@ -126,7 +126,7 @@ fn a_bad_labs_pg_value_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("LABS_PG is set to an invalid value: unknown PostgreSQL backend 'kubernetes'"),
+        stderr(&out).contains("LABS_PG=\"kubernetes\" is not valid: use auto, container, local or url"),
         "{}",
         stderr(&out)
     );
@@ -177,6 +177,22 @@ fn interrupt_lab_at_several_moments(
     moments_ms: &[u64],
     check_clean: impl Fn(u32, &std::path::Path),
 ) {
+    signal_lab_at_several_moments(lab, backend, libc::SIGINT, moments_ms, check_clean);
+}
+
+/// The exit code a shell reports for a process ended by `signal`: 128 + its number.
+fn exit_code_of(signal: i32) -> i32 {
+    128 + signal
+}
+
+/// Sends `signal` to a lab at several moments and checks what is left.
+fn signal_lab_at_several_moments(
+    lab: &[&str],
+    backend: &str,
+    signal: i32,
+    moments_ms: &[u64],
+    check_clean: impl Fn(u32, &std::path::Path),
+) {
     for &ms in moments_ms {
         let tmp = tempfile::tempdir().unwrap();
         // Like /tmp: a server run as `nobody` (when the tests run as root) must reach its directory.
@@ -192,11 +208,21 @@ fn interrupt_lab_at_several_moments(
             .unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let pid = child.id();
         let out = child.wait_with_output().unwrap();
-        // Either interrupted (130) or it had already finished (0); never a crash.
-        assert!(matches!(out.status.code(), Some(0) | Some(130)), "after {ms} ms: {:?} {}", out.status, stderr(&out));
+        // Either ended by the signal (128 + its number) or it had already finished (0); never a
+        // crash, and never killed by the signal's default action (no exit code at all).
+        let expected = exit_code_of(signal);
+        assert!(
+            matches!(out.status.code(), Some(0)) || out.status.code() == Some(expected),
+            "signal {signal} after {ms} ms: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        if out.status.code() == Some(expected) {
+            assert!(stderr(&out).contains("nothing of this run is left running"), "{}", stderr(&out));
+        }
         check_clean(pid, tmp.path());
     }
 }
@@ -328,5 +354,115 @@ fn ctrl_c_during_the_race_reports_what_was_measured() {
     assert!(out_dir.join("results.json").exists() && out_dir.join("throughput.svg").exists());
     let left: Vec<_> =
         std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "results").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn nothing_left_in(tmp: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn no_container_of(pid: u32) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=io.github.es-workshop.labs.run={pid}")])
+        .output()
+        .expect("docker CLI");
+    assert!(out.stdout.is_empty(), "containers left by pid {pid}: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// SIGTERM (`timeout`, CI runners, IDE stop buttons) and SIGHUP (a closed terminal) take the same
+/// path as Ctrl-C: during the server's start, mid-lab and during teardown, nothing is left, and
+/// the exit code says which signal (143, 129).
+#[test]
+fn sigterm_and_sighup_leave_no_local_server_or_directory() {
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        signal_lab_at_several_moments(&["run", "log-sleuth"], "local", signal, &[150, 900, 1500], |_, tmp| {
+            nothing_left_in(tmp)
+        });
+    }
+}
+
+#[test]
+fn sigterm_and_sighup_leave_no_container() {
+    if !common::containers_expected() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        signal_lab_at_several_moments(&["run", "log-sleuth"], "container", signal, &[300, 1800, 3500], |pid, _| {
+            no_container_of(pid)
+        });
+    }
+}
+
+/// A run killed outright (SIGKILL) cannot clean up: its server and directory stay, owned by a
+/// process that is gone. `labs clean` removes them; a live run's are never touched.
+#[test]
+fn what_a_killed_run_leaves_is_removed_by_labs_clean_and_a_live_run_is_left_alone() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let start = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_labs"))
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Killed once its server is up: wait for "server ready" on its stderr.
+    let mut killed =
+        start(&["run", "wal-race", "--quick", "--pg", "local", "--out", tmp.path().join("out").to_str().unwrap()]);
+    let mut lines = BufReader::new(killed.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("server ready") {
+            break;
+        }
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("labs-pg-"))
+        .collect();
+    assert_eq!(left.len(), 1, "SIGKILL leaves the run's directory: {left:?}");
+
+    // A live run elsewhere: its directory must survive the clean.
+    let mut live =
+        start(&["run", "wal-race", "--quick", "--pg", "local", "--out", tmp.path().join("out2").to_str().unwrap()]);
+    let mut live_lines = BufReader::new(live.stderr.take().unwrap()).lines();
+    for line in live_lines.by_ref() {
+        if line.unwrap().contains("server ready") {
+            break;
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_labs")).arg("clean").env("TMPDIR", tmp.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(left[0].to_str().unwrap()),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!left[0].exists(), "labs clean left {}", left[0].display());
+    let still: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("labs-pg-"))
+        .collect();
+    assert_eq!(still.len(), 1, "the live run's directory must stay: {still:?}");
+    // SAFETY: signalling our own child; it cleans up on SIGTERM.
+    unsafe { libc::kill(live.id() as i32, libc::SIGTERM) };
+    live.wait().unwrap();
+    nothing_left_in_but(tmp.path(), &["out", "out2"]);
+}
+
+fn nothing_left_in_but(tmp: &std::path::Path, allowed: &[&str]) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !allowed.iter().any(|a| p.file_name().unwrap() == *a))
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -43,7 +43,11 @@ pub async fn image_info(engine: &DockerEngine, image: &str) -> Result<Option<Ima
 }
 
 /// Pulls `image`, telling `progress` each layer's state as the engine reports it.
-pub async fn pull(engine: &DockerEngine, image: &str, mut progress: impl FnMut(&str)) -> Result<ImageInfo, ProviderError> {
+pub async fn pull(
+    engine: &DockerEngine,
+    image: &str,
+    mut progress: impl FnMut(&str),
+) -> Result<ImageInfo, ProviderError> {
     let docker = client(engine)?;
     let options = CreateImageOptionsBuilder::new().from_image(image).build();
     let mut stream = docker.create_image(Some(options), None, None);
