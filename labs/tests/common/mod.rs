@@ -25,6 +25,11 @@ pub fn config(backend: Backend) -> ProviderConfig {
     config
 }
 
+/// The backend the run is testing: `LABS_PG` (as `cargo xtask check --pg …` sets it), else auto.
+pub fn backend_under_test() -> Backend {
+    ProviderConfig::from_env(None).expect("LABS_PG names a backend").backend
+}
+
 /// A line in the test output even for a passing test: libtest shows the captured output of
 /// failures only, and a skip must be seen.
 pub fn say(line: &str) {
