@@ -502,6 +502,26 @@ async fn container_start_abandoned_half_way_leaves_nothing_after_reap_all() {
     assert!(reap_all().await.is_empty(), "a second reap_all found more to remove");
 }
 
+/// An image that cannot be had: the error names it and what to do, and nothing of the failed
+/// start is left for `reap_all` (no registry entry, so no wait for a container to appear).
+#[tokio::test]
+async fn container_start_with_a_missing_image_names_it_and_leaves_nothing() {
+    if !runs_here(Backend::Container).await {
+        return;
+    }
+    let _alone = exclusive().await;
+    let mut config = config(Backend::Container);
+    config.image = "labs-test-no-such-image:0".into();
+    let err = Server::start(&config, &[]).await.err().expect("an image that does not exist cannot start");
+    assert!(matches!(err, ProviderError::ContainerStart { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("labs-test-no-such-image:0") && message.contains("LABS_PG_IMAGE"), "{message}");
+    let reaping = Instant::now();
+    assert_eq!(reap_all().await, Vec::<String>::new());
+    assert!(reaping.elapsed() < Duration::from_millis(500), "reap_all waited for a container never created");
+    assert!(containers_owned_by(std::process::id()).await.is_empty());
+}
+
 /// Dropping a server that was not shut down only signals: the postmaster goes (SIGQUIT), the
 /// directory stays for `reap_all`, which then removes it.
 #[tokio::test]
