@@ -231,10 +231,22 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         report.skip("exercises and labs", "course.toml is invalid");
     }
 
-    report.step("handouts build and pass their content checks", || {
-        handouts::build(root, &root.join("target/handouts"))?;
+    let handouts_built = report.step("handouts build and pass their content checks", || {
+        handouts::build(root, &root.join("target/handouts"), crate::bundle::Profile::Dev)?;
         Ok(Outcome::Passed)
     });
+
+    let bundle_step = format!("the attendee bundle runs outside the repository with no cargo on PATH (--pg {backend})");
+    if handouts_built {
+        report.step(bundle_step, || {
+            let zip = root.join("target/handouts/attendee.zip");
+            let seconds = crate::bundle::attendee_bundle_runs(root, &zip, &backend.to_string())?;
+            println!("from unzip to the first lab's output: {seconds:.1} s");
+            Ok(Outcome::Passed)
+        });
+    } else {
+        report.skip(bundle_step, "the handouts did not build");
+    }
 
     Ok(report.print_summary())
 }
