@@ -343,7 +343,9 @@ async fn guarded<T>(
     winds_down: bool,
     work: impl Future<Output = T>,
 ) -> Result<T, Interruption> {
-    let mut work = std::pin::pin!(work);
+    // Boxed, so dropping it below really drops the lab (its servers' child processes included)
+    // before the sweep; dropping a `Pin<&mut _>` would drop nothing.
+    let mut work = Box::pin(work);
     let mut asked_to_stop = false;
     let interruption = loop {
         tokio::select! {

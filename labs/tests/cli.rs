@@ -126,7 +126,7 @@ fn a_bad_labs_pg_value_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("LABS_PG=\"kubernetes\" is not valid: use auto, container, local or url"),
+        stderr(&out).contains("LABS_PG is set to an invalid value: unknown PostgreSQL backend 'kubernetes'"),
         "{}",
         stderr(&out)
     );
@@ -143,8 +143,11 @@ fn list_as_json_has_every_activity_with_its_minutes() {
         list["activities"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, activity_ids());
     let text = String::from_utf8_lossy(&labs(&["list"]).stdout).into_owned();
+    let settings = labs::settings::Settings::compiled_in();
+    let sheet = settings.course.run_sheet_of(&settings.cohort.variant);
     for a in list["activities"].as_array().unwrap() {
-        assert!(a["minutes"].as_u64().unwrap() > 0);
+        let in_sheet = sheet.iter().find(|(_, _, s)| s.activity.as_deref() == a["id"].as_str()).map_or(0, |(_, m, _)| *m);
+        assert_eq!(a["minutes"].as_u64().unwrap(), in_sheet as u64, "{a}");
         let id = a["id"].as_str().unwrap();
         let row = text.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap();
         assert!(row.contains(a["status"].as_str().unwrap()), "{row}");
@@ -395,67 +398,71 @@ fn sigterm_and_sighup_leave_no_container() {
 }
 
 /// A run killed outright (SIGKILL) cannot clean up: its server and directory stay, owned by a
-/// process that is gone. `labs clean` removes them; a live run's are never touched.
+/// process that is gone. `labs clean` removes them, and so does the next lab run; a live run's
+/// are never touched.
 #[test]
-fn what_a_killed_run_leaves_is_removed_by_labs_clean_and_a_live_run_is_left_alone() {
+fn what_a_killed_run_leaves_is_removed_by_labs_clean_or_the_next_run_and_a_live_run_is_left_alone() {
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let start = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_labs"))
-            .args(args)
+    let out_dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    // Starts a race and returns once its server is up.
+    let start_race = |out: String| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labs"))
+            .args(["run", "wal-race", "--quick", "--pg", "local", "--out", &out])
             .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap()
-    };
-    // Killed once its server is up: wait for "server ready" on its stderr.
-    let mut killed =
-        start(&["run", "wal-race", "--quick", "--pg", "local", "--out", tmp.path().join("out").to_str().unwrap()]);
-    let mut lines = BufReader::new(killed.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("server ready") {
-            break;
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().contains("server ready") {
+                break;
+            }
         }
-    }
+        // Keep reading its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        child
+    };
+    let servers = || -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("labs-pg-"))
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    let mut live = start_race(out_dir("live"));
+    let live_dir = servers();
+    assert_eq!(live_dir.len(), 1, "{live_dir:?}");
+    let mut killed = start_race(out_dir("killed"));
     killed.kill().unwrap();
     killed.wait().unwrap();
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("labs-pg-"))
-        .collect();
-    assert_eq!(left.len(), 1, "SIGKILL leaves the run's directory: {left:?}");
+    let killed_dir: Vec<_> = servers().into_iter().filter(|d| !live_dir.contains(d)).collect();
+    assert_eq!(killed_dir.len(), 1, "SIGKILL leaves the run's directory: {killed_dir:?}");
 
-    // A live run elsewhere: its directory must survive the clean.
-    let mut live =
-        start(&["run", "wal-race", "--quick", "--pg", "local", "--out", tmp.path().join("out2").to_str().unwrap()]);
-    let mut live_lines = BufReader::new(live.stderr.take().unwrap()).lines();
-    for line in live_lines.by_ref() {
-        if line.unwrap().contains("server ready") {
-            break;
-        }
-    }
     let out = Command::new(env!("CARGO_BIN_EXE_labs")).arg("clean").env("TMPDIR", tmp.path()).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(left[0].to_str().unwrap()),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!left[0].exists(), "labs clean left {}", left[0].display());
-    let still: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("labs-pg-"))
-        .collect();
-    assert_eq!(still.len(), 1, "the live run's directory must stay: {still:?}");
-    // SAFETY: signalling our own child; it cleans up on SIGTERM.
-    unsafe { libc::kill(live.id() as i32, libc::SIGTERM) };
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains(killed_dir[0].to_str().unwrap()), "{said}");
+    assert!(!killed_dir[0].exists(), "labs clean left {}", killed_dir[0].display());
+    assert_eq!(servers(), live_dir, "the live run's directory must stay");
+
+    // Now the live run is killed too: the next lab run removes what it left, and says so.
+    live.kill().unwrap();
     live.wait().unwrap();
-    nothing_left_in_but(tmp.path(), &["out", "out2"]);
+    let next = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "log-sleuth", "--pg", "local"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(next.status.success(), "{}", stderr(&next));
+    assert!(stderr(&next).contains("cleaned up after a labs process that was killed"), "{}", stderr(&next));
+    assert!(servers().is_empty(), "left behind: {:?}", servers());
+    nothing_left_in_but(tmp.path(), &["live", "killed"]);
 }
 
 fn nothing_left_in_but(tmp: &std::path::Path, allowed: &[&str]) {
