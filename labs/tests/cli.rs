@@ -146,7 +146,8 @@ fn list_as_json_has_every_activity_with_its_minutes() {
     let settings = labs::settings::Settings::compiled_in();
     let sheet = settings.course.run_sheet_of(&settings.cohort.variant);
     for a in list["activities"].as_array().unwrap() {
-        let in_sheet = sheet.iter().find(|(_, _, s)| s.activity.as_deref() == a["id"].as_str()).map_or(0, |(_, m, _)| *m);
+        let in_sheet =
+            sheet.iter().find(|(_, _, s)| s.activity.as_deref() == a["id"].as_str()).map_or(0, |(_, m, _)| *m);
         assert_eq!(a["minutes"].as_u64().unwrap(), in_sheet as u64, "{a}");
         let id = a["id"].as_str().unwrap();
         let row = text.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap();

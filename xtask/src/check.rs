@@ -217,6 +217,14 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
     } else {
         report.step(pg18_step, || provider_tests_on_18(root));
     }
+    if let Some(course) = &course {
+        let labs_step = "every lab runs, and every reference solution passes, on PostgreSQL 18 (local backend)";
+        if quick {
+            report.skip(labs_step, "--quick");
+        } else {
+            report.step(labs_step, || labs_on_18(root, course));
+        }
+    }
 
     if let Some(course) = &course {
         for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
@@ -303,6 +311,49 @@ fn provider_tests_on_18(root: &Path) -> Result<Outcome> {
             .env("LABS_PG_BIN", PG18_BIN)
             .env("RUST_TEST_THREADS", "2"),
     )?;
+    Ok(Outcome::Passed)
+}
+
+/// Every ready lab once (its smoke-test flags, `Lab::SMOKE_ARGS`) and every exercise's reference
+/// solution on PostgreSQL 18: what moved between majors (pg_stat_wal's counters in 18) shows here.
+fn labs_on_18(root: &Path, course: &Course) -> Result<Outcome> {
+    if !Path::new(PG18_BIN).join("initdb").is_file() {
+        if std::env::var_os("CI").is_some() {
+            bail!("no PostgreSQL 18 in {PG18_BIN}: .ci/run installs it");
+        }
+        return Ok(Outcome::Skipped(format!("no PostgreSQL 18 in {PG18_BIN} (see .ci/run)")));
+    }
+    let mut failures = Vec::new();
+    for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
+        let Some(lab) = labs::lab::find(&activity.id) else { continue };
+        let mut run = labs_command(root);
+        run.args(["run", &activity.id]).args(lab.smoke_args()).args(["--pg", "local"]).env("LABS_PG_BIN", PG18_BIN);
+        let out = command_output(&mut run)?;
+        if !out.status.success() {
+            failures.push(format!(
+                "`labs run {}` on 18 ({}):\n{}",
+                activity.id,
+                out.status,
+                indent(&tail(&combined(&out), 12))
+            ));
+        }
+        if lab.exercise().is_some() {
+            let mut check = labs_command(root);
+            check.args(["check", &activity.id, "--solution", "--pg", "local"]).env("LABS_PG_BIN", PG18_BIN);
+            let out = command_output(&mut check)?;
+            if !out.status.success() {
+                failures.push(format!(
+                    "`labs check {} --solution` on 18 ({}):\n{}",
+                    activity.id,
+                    out.status,
+                    indent(&tail(&combined(&out), 12))
+                ));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{} failure(s) on PostgreSQL 18:\n{}", failures.len(), failures.join("\n"));
+    }
     Ok(Outcome::Passed)
 }
 
