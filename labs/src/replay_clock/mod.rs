@@ -283,14 +283,14 @@ impl fmt::Display for ReplayReport {
         );
         for row in &snap.rows {
             let (folded_with, time_with) = match (row.folded_with, row.median_ms_with) {
-                (Some(n), Some(t)) => (n.to_string(), ms(t)),
+                (Some(n), Some(t)) => (thousands(n as usize), ms(t)),
                 _ => ("no snapshot".to_string(), "-".to_string()),
             };
             let _ = writeln!(
                 out,
                 "  {:>8}  {:>15} {:>10}  {:>15} {:>10}",
                 thousands(row.stream_length),
-                row.folded_without,
+                thousands(row.folded_without as usize),
                 ms(row.median_ms_without),
                 folded_with,
                 time_with
