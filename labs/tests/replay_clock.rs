@@ -81,7 +81,8 @@ async fn the_lab_in_a_container_says_the_same() {
 /// One snapshot for both backends: the text, with times redacted, is byte-identical.
 fn assert_text(report: &ReplayReport) {
     insta::with_settings!({filters => vec![
-        (r"\d[\d,]* reads: \d+ empty, \d+ partial, \d+ failed", "[reads]"),
+        (r"\d[\d,]* reads: [\d,]+ empty, [\d,]+ partial, [\d,]+ failed", "[reads]"),
+        (r"about [\d,]+ s \([\d,]+ min\)", "about [time]"),
         // Padding included: a right-aligned figure's width varies with its value.
         (r" +\d[\d,]*(\.\d+)? ?(s|ms)\b", " [time]"),
         (r" +\d[\d,]*/s\b", " [rate]"),
@@ -144,4 +145,20 @@ async fn a_broken_exercise_is_reported_at_its_line() {
         assert_eq!(report.checks[0].id, "loads");
         assert!(report.checks[0].detail.contains(expected), "{report}");
     }
+}
+
+/// The chapter's saved run is exactly what this code renders from its JSON: a change of the
+/// report's text fails here until the run is saved again (see its PROVENANCE.md).
+#[test]
+fn the_saved_run_is_what_the_code_renders_from_its_json() {
+    let dir = common::exercises::repo().join(replay_clock::SAVED);
+    let json = std::fs::read_to_string(dir.join("run.json")).expect("the saved run.json");
+    let report: ReplayReport = serde_json::from_str(&json).expect("a replay-clock report");
+    check_invariants(&report);
+    for (name, text) in report.renderings() {
+        let saved = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(saved == text, "{name} differs from what the code renders from run.json: save the run again");
+    }
+    let provenance = std::fs::read_to_string(dir.join("PROVENANCE.md")).unwrap();
+    assert!(provenance.contains(&report.server_version), "PROVENANCE.md does not name {}", report.server_version);
 }

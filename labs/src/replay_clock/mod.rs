@@ -20,7 +20,7 @@ pub mod snapshots;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
 use crate::lab::{CheckReport, Ctx, Exercise, ExerciseFile, Lab, Report};
@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// event over all of it takes minutes (the report extrapolates, and says so).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(100..=200_000))]
     pub per_event: u32,
+    /// Also write the report as run.txt and run.json into this directory (how the chapter's
+    /// saved run in fixtures/08-replay-clock/saved/ was made).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 pub const EXERCISE: Exercise = Exercise {
@@ -65,8 +69,19 @@ impl Lab for ReplayClock {
 
     async fn run(&self, args: RunArgs, ctx: &Ctx) -> Result<ReplayReport, LabError> {
         let live = Progress { live: ctx.live() };
-        ctx.with_server(Self::NEEDS, async |server| run(server, &lab_plan(), args.per_event as usize, &live).await)
-            .await
+        let report = ctx
+            .with_server(Self::NEEDS, async |server| run(server, &lab_plan(), args.per_event as usize, &live).await)
+            .await?;
+        if let Some(dir) = &args.out {
+            for (name, text) in report.renderings() {
+                let path = dir.join(name);
+                std::fs::create_dir_all(dir)
+                    .and_then(|_| std::fs::write(&path, text))
+                    .map_err(|e| LabError::file(&path, format!("writing the saved run: {e}")))?;
+                ctx.progress(format_args!("written: {}", path.display()));
+            }
+        }
+        Ok(report)
     }
 
     fn exercise(&self) -> Option<Exercise> {
@@ -106,9 +121,9 @@ impl Progress {
 }
 
 /// Everything `labs run replay-clock` measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplayReport {
-    pub lab: &'static str,
+    pub lab: String,
     pub server_version: String,
     pub events: usize,
     pub accounts: usize,
@@ -119,6 +134,19 @@ pub struct ReplayReport {
 }
 
 impl Report for ReplayReport {}
+
+/// Where the chapter's saved run lives in the kit.
+pub const SAVED: &str = "fixtures/08-replay-clock/saved";
+
+impl ReplayReport {
+    /// The files of a saved run: the text people read and the JSON it renders from.
+    pub fn renderings(&self) -> [(&'static str, String); 2] {
+        [
+            ("run.txt", self.to_string()),
+            ("run.json", serde_json::to_string_pretty(self).expect("a report serializes") + "\n"),
+        ]
+    }
+}
 
 /// The lab on a fresh server: load, four rebuilds, the snapshot loads.
 pub async fn run(
@@ -165,7 +193,7 @@ pub async fn run(
     let snapshots = snapshots::run(&client, &bank, &lengths).await?;
     progress.done("snapshots: loads timed");
     Ok(ReplayReport {
-        lab: "replay-clock",
+        lab: "replay-clock".into(),
         server_version: server.version().to_string(),
         events: total,
         accounts: bank.accounts.len(),
@@ -233,11 +261,12 @@ impl fmt::Display for ReplayReport {
             if let (Some(total), Some(estimate)) = (s.prefix_of, s.estimated_full_seconds) {
                 let _ = writeln!(
                     out,
-                    "  * {} replayed the first {} events of the log. At that rate all {} would take about {:.0} s: an estimate, not a run.",
+                    "  * {} replayed the first {} events of the log. At that rate all {} would take about {} s ({} min): an estimate, not a run.",
                     s.strategy.id(),
                     thousands(s.events),
                     thousands(total),
-                    estimate
+                    thousands(estimate.round() as usize),
+                    thousands((estimate / 60.0).round() as usize)
                 );
             }
             if let Some(difference) = &s.difference {
@@ -257,9 +286,9 @@ impl fmt::Display for ReplayReport {
                 "  {:<11} {} reads: {} empty, {} partial, {} failed; longest read {}{after_reset}",
                 s.strategy.id(),
                 thousands(r.reads as usize),
-                r.empty,
-                r.partial,
-                r.failed,
+                thousands(r.empty as usize),
+                thousands(r.partial as usize),
+                thousands(r.failed as usize),
                 ms(r.longest_read_ms)
             );
             if let Some(failure) = &r.first_failure {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::bank::{self, Bank};
@@ -65,7 +65,7 @@ pub const BATCH_SIZE: i32 = 1_000;
 const READ_PAUSE: Duration = Duration::from_millis(5);
 
 /// What the reader of the live model saw during one rebuild.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReaderStats {
     pub reads: u64,
     /// Reads that found no row at all.
@@ -85,7 +85,7 @@ impl ReaderStats {
 }
 
 /// One strategy's run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StrategyResult {
     pub strategy: Strategy,
     /// Events replayed.

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::bank::{long_stream_id, Balance, Bank};
@@ -23,7 +23,7 @@ pub const TAIL: usize = POLICY_THRESHOLD / 2;
 pub const LOADS: usize = 5;
 
 /// One stream length's loads.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoadRow {
     pub stream_length: usize,
     pub folded_without: u64,
@@ -39,7 +39,7 @@ impl LoadRow {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SnapshotReport {
     pub policy_threshold: usize,
     pub tail: usize,
