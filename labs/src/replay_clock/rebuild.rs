@@ -267,7 +267,7 @@ pub async fn run(
                         return Err(LabError::Script(format!("{} was held by another instance", subscription.name)))
                     }
                 }
-                if replayed % 1_000 < batch_size as usize || replayed == limit {
+                if replayed % 100 < batch_size as usize || replayed == limit {
                     progress(replayed, limit);
                 }
             }
