@@ -12,6 +12,7 @@ use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::relay::{self, OrderEvent};
@@ -30,23 +31,10 @@ pub const CAP: &str = "16MB";
 /// quiet at two segments held back and fires at three, whatever the slot's offset in its segment.
 const ALERT_SEGMENTS_TENTHS: i64 = 25;
 
-/// The alert that would have caught it: run it every minute, page on any row. `$1`: the most WAL
-/// a slot may hold back, in bytes; `$2`: the least WAL left before a capped slot is lost.
-pub const ALERT_SQL: &str = "\
-SELECT slot_name,
-       CASE
-         WHEN wal_status = 'lost' THEN 'lost: the WAL it needs is gone; rebuild its consumer from a snapshot'
-         WHEN wal_status = 'unreserved' THEN 'unreserved: the next checkpoint removes WAL it still needs'
-         WHEN wal_status = 'extended' THEN 'extended: it holds more WAL than max_wal_size'
-         WHEN safe_wal_size < $2::bigint THEN 'close to max_slot_wal_keep_size: little WAL left before it is lost'
-         ELSE 'holds back more WAL than the alert allows'
-       END AS alert,
-       pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) AS wal_held_back
-  FROM pg_replication_slots
- WHERE wal_status IN ('extended', 'unreserved', 'lost')
-    OR safe_wal_size < $2::bigint
-    OR pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > $1::bigint
- ORDER BY slot_name";
+/// The alert that would have caught it (slot_alert.sql): `$1` the most WAL a slot may hold back,
+/// `$2` the least WAL left before a capped slot is lost, both in bytes. The chapter runs the same
+/// file with PREPARE and EXECUTE.
+pub const ALERT_SQL: &str = include_str!("slot_alert.sql");
 
 /// What part B shows.
 #[derive(Clone, Debug, Serialize)]
@@ -128,9 +116,15 @@ impl Observer<'_> {
             )
             .await
             .map_err(LabError::db(format!("reading slot {IDLE_SLOT}")))?;
+        // Typed as the chapter's PREPARE types them: bigint thresholds.
+        let alert = self
+            .client
+            .prepare_typed(ALERT_SQL, &[Type::INT8, Type::INT8])
+            .await
+            .map_err(LabError::db("preparing the alert query"))?;
         let alerts = self
             .client
-            .query(ALERT_SQL, &[&self.alert_held_back(), &self.alert_safe_wal()])
+            .query(&alert, &[&self.alert_held_back(), &self.alert_safe_wal()])
             .await
             .map_err(LabError::db("running the alert query"))?;
         let alert = alerts.iter().find(|r| r.get::<_, &str>(0) == IDLE_SLOT).map(|r| r.get::<_, String>(1));
