@@ -184,6 +184,38 @@ pub const MENU: &[Change] = &[
         evidence: "cargo labs run outage --scenario unarchived-wal",
         first_step: "SELECT last_archived_wal, last_archived_time, failed_count FROM pg_stat_archiver",
     },
+    Change {
+        id: "watch-every-slot",
+        change: "Alert on every replication slot (wal_status, WAL held back, safe_wal_size), cap them with max_slot_wal_keep_size, drop the ones nobody reads",
+        pain: "a slot nobody reads keeps WAL until the disk fills, or, capped, is lost and its consumer must start again from a copy",
+        activity: "outbox-relay",
+        evidence: "cargo labs run outbox-relay",
+        first_step: "SELECT slot_name, active, wal_status, safe_wal_size, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots",
+    },
+    Change {
+        id: "consumer-inbox",
+        change: "Record every applied event in an inbox keyed by (consumer, event_id), in the transaction of the effect and the checkpoint",
+        pain: "an event a relay hands on twice, or a worker that crashed between its commits, applied twice",
+        activity: "outbox-relay",
+        evidence: "cargo labs check outbox-relay --solution",
+        first_step: "find consumers whose effect and acknowledgement commit in separate transactions, or that keep no record of applied events",
+    },
+    Change {
+        id: "park-poison-streams",
+        change: "Give a failing event a few attempts, then a dead letter, and park the rest of its stream while the other streams go on",
+        pain: "one malformed event stops every consumer, or is skipped and its stream's next event applied on a state that misses it",
+        activity: "outbox-relay",
+        evidence: "cargo labs check outbox-relay --solution",
+        first_step: "find what each consumer does with an event that fails every time: retry for ever, skip it, or stop",
+    },
+    Change {
+        id: "one-owner-per-stream",
+        change: "Split competing consumers by stream hash, one worker per partition; keep SKIP LOCKED for work whose order does not matter",
+        pain: "two workers apply one stream's events out of order",
+        activity: "outbox-relay",
+        evidence: "cargo labs check outbox-relay --solution",
+        first_step: "grep the consumers for SKIP LOCKED and check whether the rows they claim belong to ordered streams",
+    },
 ];
 
 /// The sticky prompt, exactly as the chapter and the wall use it.
