@@ -122,11 +122,8 @@ impl RelayKind {
 const NAIVE_SQL: &str = "SELECT id, event_id, aggregate_id, aggregate_version, type, payload
     FROM outbox WHERE id > $1 ORDER BY id LIMIT 100";
 
-const WATERMARK_SQL: &str = "SELECT id, event_id, aggregate_id, aggregate_version, type, payload, transaction_id
-    FROM outbox
-    WHERE (transaction_id, id) > ($1, $2)
-      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY transaction_id, id LIMIT 100";
+/// The watermark relay's read (watermark_relay.sql; the chapter runs the same file).
+const WATERMARK_SQL: &str = include_str!("watermark_relay.sql");
 
 /// Where a relay resumes; saved after it has handed a batch on.
 #[derive(Clone, Debug, PartialEq)]
