@@ -11,7 +11,7 @@
 -- again and again, until it returns outcome 'idle'. A call that raises an error is logged and
 -- the worker calls again.
 --
--- What you have (labs/src/outbox_relay/consumer.sql):
+-- What you have (the chapter shows the tables; in a checkout: labs/src/outbox_relay/consumer.sql):
 --   deliveries (delivery_id, consumer, event_id, stream_id, version, type, data, acked)
 --       what the relay handed to each consumer, in arrival order; the same event_id can arrive
 --       twice. acked is the consumer's checkpoint: true once it is done with the delivery.

@@ -874,7 +874,8 @@ async fn wait_blocked_or_done(watcher: &Client, pid: i32, task: &CallTask, event
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Err(LabError::Exercise(format!(
-        "a worker neither finished nor waited for a lock within {} s",
+        "a call of process_next neither returned nor waited for a lock within {} s: does it sleep or loop? \
+         One call takes one delivery, applies it and returns",
         STAGE_TIMEOUT.as_secs()
     )))
 }
