@@ -181,6 +181,7 @@ impl Script {
 /// Runs the script on `server` (wal_level = logical) in its database, which must be empty.
 pub async fn run(server: &Server) -> Result<RelayRace, LabError> {
     let setup = server.connect().await?;
+    quiet_autovacuum(&setup).await?;
     relay::install(&setup).await?;
     // Before any writer opens a transaction: creating a slot waits for those to end.
     relay::create_slot(&setup, RELAY_SLOT).await?;
@@ -237,6 +238,28 @@ pub async fn run(server: &Server) -> Result<RelayRace, LabError> {
         .map(|(r, delivered)| result_of(r.kind, delivered, &script.committed, &script.timeline))
         .collect();
     Ok(RelayRace { timeline: script.timeline, committed: script.committed, relays })
+}
+
+/// The watermark waits for every transaction that holds an id, and an autovacuum ANALYZE takes
+/// one: on this throwaway server autovacuum is off for the script, so only the script's writers
+/// hold the watermark back and every run reads the same. (Reloadable; the server is the lab's.)
+async fn quiet_autovacuum(client: &Client) -> Result<(), LabError> {
+    for statement in ["ALTER SYSTEM SET autovacuum = off", "SELECT pg_reload_conf()"] {
+        client.batch_execute(statement).await.map_err(LabError::db(statement))?;
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let now: String = client
+            .query_one("SELECT current_setting('autovacuum')", &[])
+            .await
+            .map_err(LabError::db("reading autovacuum"))?
+            .get(0);
+        if now == "off" {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(LabError::Script("autovacuum was still on 10 s after ALTER SYSTEM and pg_reload_conf()".into()))
 }
 
 fn result_of(kind: RelayKind, delivered: &[Message], committed: &[Committed], timeline: &[Step]) -> RelayResult {
