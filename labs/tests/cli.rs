@@ -152,6 +152,24 @@ fn list_as_json_has_every_activity_with_its_minutes() {
             assert!(text.contains(exercise), "{exercise} is missing from the text");
         }
     }
+    // "today" follows the cohort's session: in the core, exactly the chosen activities.
+    let settings = labs::settings::Settings::compiled_in();
+    let today: Vec<&str> = list["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["in_session"] == true)
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = settings
+        .course
+        .activities
+        .iter()
+        .filter(|a| settings.course.in_session(&settings.cohort, &a.id))
+        .map(|a| a.id.as_str())
+        .collect();
+    assert_eq!(today, expected);
+    assert!((!today.is_empty() && today.len() < settings.course.activities.len()) || settings.cohort.variant != "core");
 }
 
 #[test]
