@@ -251,6 +251,8 @@ impl PrintPer {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Card {
+    /// What people call it in the room: "WAL Race".
+    pub name: String,
     /// Minutes before the activity to regroup, hand out and open or close rooms: a slot of its own.
     pub changeover: u32,
     /// What the room does in the changeover.
@@ -611,6 +613,7 @@ impl Course {
             }
             let card = &a.card;
             for (field, text) in [
+                ("name", &card.name),
                 ("changeover_room", &card.changeover_room),
                 ("changeover_remote", &card.changeover_remote),
                 ("room", &card.room),

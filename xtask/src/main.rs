@@ -266,6 +266,7 @@ lab = "find the | skipped event"
 materials = "the logs"
 
 [activity.card]
+name = "Log Sleuth"
 changeover = 1
 changeover_room = "Pairs sit together."
 changeover_remote = "Stay in the main room."
@@ -291,6 +292,7 @@ lab = "race ingestion strategies"
 materials = "bet sheets"
 
 [activity.card]
+name = "WAL Race"
 changeover = 2
 changeover_room = "Two pairs make a table."
 changeover_remote = "Producer pastes the bet line."
@@ -320,6 +322,7 @@ lab = "lose the recent WAL"
 materials = "role cards"
 
 [activity.card]
+name = "Outage"
 changeover = 2
 changeover_room = "Deal the role cards."
 changeover_remote = "Producer posts the doc links."

@@ -29,13 +29,6 @@ pub fn files(course: &Course, cohort: &Cohort, bank: &Bank) -> Vec<(String, Stri
     out
 }
 
-/// The fields of Zoom's "Create a meeting poll" request body (`POST /meetings/{meetingId}/polls`),
-/// as Zoom's own SDK types them: `MeetingsCreateMeetingPollRequestBody` in zoom/rivet-javascript
-/// (meetings/meetings.d.ts at commit 7309ea3). The poll file uses no other field.
-pub const ZOOM_POLL_FIELDS: [&str; 4] = ["anonymous", "poll_type", "questions", "title"];
-/// The fields of one question in the same type.
-pub const ZOOM_QUESTION_FIELDS: [&str; 5] = ["answer_required", "answers", "name", "right_answers", "type"];
-
 /// The poll's myths as the body of Zoom's "Create a meeting poll" API call: one single-choice
 /// question per myth, True or False, in the poll's order. `poll_type` 1 is a plain poll and
 /// `type` "single" a single-choice question, in the words of Zoom's API reference.
@@ -229,6 +222,13 @@ Roles: Ops: ____________ Dev: ____________ Product Owner: ____________\n\n\
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields of Zoom's "Create a meeting poll" request body (`POST /meetings/{meetingId}/polls`),
+    /// as Zoom's own SDK types them: `MeetingsCreateMeetingPollRequestBody` in zoom/rivet-javascript
+    /// (meetings/meetings.d.ts at commit 7309ea3). The poll file uses no other field.
+    const ZOOM_POLL_FIELDS: [&str; 4] = ["anonymous", "poll_type", "questions", "title"];
+    /// The fields of one question in the same type.
+    const ZOOM_QUESTION_FIELDS: [&str; 5] = ["answer_required", "answers", "name", "right_answers", "type"];
 
     fn bank() -> Bank {
         Bank::parse(labs::mythbusting::MYTHS_TOML, &["replication-no-loss".into(), "update-less-wal".into()]).unwrap()

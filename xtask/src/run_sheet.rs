@@ -176,9 +176,9 @@ fn segment_cell(slot: &Slot, chapter_link: &dyn Fn(&Activity) -> Option<String>,
     }
 }
 
-/// "WAL Race" from "Throughput Throwdown: WAL Race": the name people say.
+/// "WAL Race": the name people say (the card's `name`).
 fn short_title(a: &Activity) -> String {
-    a.title.rsplit(": ").next().unwrap_or(&a.title).to_string()
+    a.card.name.clone()
 }
 
 /// The anchor of an activity's card on the cards page.
