@@ -491,7 +491,7 @@ mod tests {
         write("course.toml", crate::TEST_COURSE);
         write("cohort.toml", TEST_COHORT);
         write("book/book.toml", &std::fs::read_to_string(real.join("book/book.toml")).unwrap());
-        for asset in ["book/theme/timer.js", "book/theme/timer.css", "book/theme/print.css"] {
+        for asset in ["book/theme/timer.js", "book/theme/timer.css", "book/theme/print.css", "book/theme/layout.css"] {
             write(asset, &std::fs::read_to_string(real.join(asset)).unwrap());
         }
         let mut summary = String::from("# Summary\n\n[Introduction](introduction.md)\n\n- [Run sheet](run-sheet.md)\n");

@@ -257,14 +257,13 @@ fn time_demo(labs: &Path, root: &Path, backend: Backend, demo: &Demo) -> Result<
 
 /// Where a saved rehearsal output came from.
 fn provenance(backend: Backend, labs: &Path) -> Result<String> {
-    let version =
-        Command::new(labs).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let stdout = |cmd: &mut Command| cmd.output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let version = stdout(Command::new(labs).arg("--version")).unwrap_or_default();
+    let when = stdout(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])).unwrap_or_default();
     Ok(format!(
         "# Where these outputs come from\n\n\
-         `cargo xtask rehearse --save` on the facilitator's machine, with `--pg {backend}` ({}), at {} seconds \
-         since 1970 (UTC). Standard output of each demo, one file per command; show them when the live demo fails.\n",
-        version.unwrap_or_default(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+         `cargo xtask rehearse --save` on the facilitator's machine, with `--pg {backend}` ({version}), on {when}. \
+         Standard output of each demo, one file per command; show them when the live demo fails.\n"
     ))
 }
 
