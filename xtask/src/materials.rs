@@ -131,11 +131,15 @@ impl Scene {
     }
 }
 
-/// The boxes a pair fills in Schema Sketch's six minutes (the printed template's boxes 2, 5, 7).
+/// The cells a pair answers in Schema Sketch's five minutes (from the printed template's boxes 2, 5
+/// and 7), each with its question.
 const SCHEMA_BOXES: [(&str, &str); 3] = [
-    ("2. Event types", "Event, its stream, its fields"),
-    ("5. A transfer of 30.00 from alice to bob", "One transaction or several? Streams written; expected versions;\nwhere the overdraft rule is checked; what the second teller gets"),
-    ("7. Readers", "The checkpoint; the read's WHERE and ORDER BY;\nan event whose transaction commits late"),
+    ("2. Event types", "Three events: each with its stream and its fields"),
+    (
+        "5. A transfer of 30.00 from alice to bob",
+        "Where is the overdraft rule checked, and what does it read?\nWhat does the second teller get, and do next?\nIf the process dies halfway, what is in the database?",
+    ),
+    ("7. Readers", "A reader's checkpoint is..."),
 ];
 
 /// One frame per remote pair with the three boxes, and a last frame for designs A, B and C.
