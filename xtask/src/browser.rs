@@ -304,9 +304,14 @@ mod tests {
             "<html><body><p>ok</p><script>definitelyNotDefined()</script></body></html>",
         )
         .unwrap();
+        // A run sheet whose one hour is far too long for one landscape page.
+        let rows = "<tr><td>00:00</td><td>5</td><td>a row</td></tr>".repeat(200);
         std::fs::write(
             dir.path().join("run-sheet.html"),
-            "<html><body><span class=\"timer-display\">--:--</span></body></html>",
+            format!(
+                "<html><body><main><div class=\"run-sheet-hour\"><table>{rows}</table></div></main>\
+                 <span class=\"timer-display\">--:--</span></body></html>"
+            ),
         )
         .unwrap();
         let problems = check(dir.path(), &chromium).unwrap();
@@ -318,6 +323,13 @@ mod tests {
             problems.iter().any(|p| p.starts_with("run-sheet.html: the segment timer did not run")),
             "{problems:?}"
         );
+        for paper in ["a4", "letter"] {
+            assert!(
+                problems.iter().any(|p| p.starts_with("run-sheet.html: prints on ")
+                    && p.contains(&format!("landscape {paper} pages for 1 hour(s)"))),
+                "{problems:?}"
+            );
+        }
         assert_eq!(problems.iter().filter(|p| p.ends_with(": missing")).count(), PRINTABLE.len(), "{problems:?}");
     }
 
