@@ -558,6 +558,8 @@ struct Listed {
     lab: String,
     /// The attendee's exercise file, if the activity has one.
     exercise: Option<String>,
+    /// Whether this cohort's session runs it (its variant and choice of activities, cohort.toml).
+    in_session: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -573,7 +575,17 @@ struct Listing {
 fn list(json: bool) -> Result<Exit, Outcome> {
     let settings = settings()?;
     let (course, cohort) = (&settings.course, &settings.cohort);
-    let sheet = course.run_sheet_of(&cohort.variant);
+    // Every activity's minutes in this variant, whether or not the cohort's core holds it.
+    let sheet = course.slots(&cohort.variant, &[], &[]);
+    let every = course.activities.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    let all = course.slots(labs::course::CORE, &every, &[]);
+    let minutes_of = |id: &str| {
+        sheet
+            .iter()
+            .chain(&all)
+            .find(|s| matches!(s.kind, labs::course::SlotKind::Activity(a) if a.id == id))
+            .map_or(0, |s| s.minutes)
+    };
     let activities: Vec<Listed> = course
         .activities
         .iter()
@@ -581,7 +593,8 @@ fn list(json: bool) -> Result<Exit, Outcome> {
             number: a.number,
             id: a.id.clone(),
             title: a.title.clone(),
-            minutes: sheet.iter().find(|(_, _, s)| s.activity.as_deref() == Some(&a.id)).map_or(0, |(_, m, _)| *m),
+            minutes: minutes_of(&a.id),
+            in_session: course.in_session(cohort, &a.id),
             status: match a.status {
                 _ if !cohort.runs(&a.id) => "skipped",
                 Status::Ready => "ready",
@@ -620,13 +633,21 @@ fn list(json: bool) -> Result<Exit, Outcome> {
         })
         .collect();
     let width = needs.iter().map(String::len).max().unwrap_or(5).max(5);
-    println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  lab", "#", "id", "min", "status", "needs");
+    println!("{:>2}  {:<16} {:>4}  {:<7} {:<5} {:<width$}  lab", "#", "id", "min", "status", "today", "needs");
     for (a, needs) in listing.activities.iter().zip(&needs) {
-        println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  {}", a.number, a.id, a.minutes, a.status, needs, a.lab);
+        let today = if a.in_session { "yes" } else { "-" };
+        println!(
+            "{:>2}  {:<16} {:>4}  {:<7} {:<5} {:<width$}  {}",
+            a.number, a.id, a.minutes, a.status, today, needs, a.lab
+        );
         if let Some(exercise) = &a.exercise {
-            println!("{:>2}  {:<16} {:>4}  {:<7} {:<width$}  exercise: {exercise}", "", "", "", "", "");
+            println!("{:>2}  {:<16} {:>4}  {:<7} {:<5} {:<width$}  exercise: {exercise}", "", "", "", "", "", "");
         }
     }
+    println!(
+        "\n\"today\": in this cohort's {} session (cohort.toml: variant, core, skip).",
+        if listing.variant == labs::course::CORE { "90-minute" } else { listing.variant.as_str() }
+    );
     println!("\nRun one with `labs run <id>`; check your exercise with `labs check <id>`.");
     Ok(Exit::Done)
 }

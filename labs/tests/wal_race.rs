@@ -77,6 +77,10 @@ async fn a_short_race_has_every_point_and_the_facts_that_hold_on_any_machine() {
         r"(?m)^(Fastest: |Fastest durable strategy other than copy: |Durable strategies: ).*$",
         "$1[measured]",
     );
+    settings.add_filter(
+        r"(?m)^(  (?:Scales longest|Slowest durable at the most writers|Fastest durable at the most writers):) .*$",
+        "$1 [measured]",
+    );
     settings.bind(|| insta::assert_snapshot!("short_race_text", report.to_string()));
 
     // Every rendering: JSON reads back the same, CSV has a row a point, SVGs inline cleanly.

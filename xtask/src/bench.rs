@@ -181,7 +181,9 @@ fn replay_clock(labs: &Path, backend: &str, runs: usize) -> Vec<serde_json::Valu
         let started = Instant::now();
         let output = match cmd.stderr(Stdio::null()).output() {
             Ok(output) if output.status.success() => output,
-            Ok(output) => return vec![serde_json::json!({ "benchmark": name, "skipped": format!("exit {}", output.status) })],
+            Ok(output) => {
+                return vec![serde_json::json!({ "benchmark": name, "skipped": format!("exit {}", output.status) })]
+            }
             Err(e) => return vec![serde_json::json!({ "benchmark": name, "skipped": e.to_string() })],
         };
         walls.push(started.elapsed());

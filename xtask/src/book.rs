@@ -20,8 +20,6 @@ use walkdir::WalkDir;
 use crate::markdown::{self, LinkEdit};
 use crate::{poll, rel, run_sheet};
 
-/// Where the generated run sheet goes in a page.
-pub const RUN_SHEET_DIRECTIVE: &str = "{{#run-sheet}}";
 /// Expands to one line naming the cohort (cohort.toml): title, date, variant, length.
 pub const COHORT_DIRECTIVE: &str = "{{#cohort}}";
 
@@ -153,17 +151,13 @@ impl Preprocessor for CoursePreprocessor {
             let BookItem::Chapter(ch) = item else { return };
             let Some(page) = ch.path.clone() else { return }; // a draft chapter has no page
             let dir = page.parent().unwrap_or(Path::new(""));
-            if ch.content.contains(RUN_SHEET_DIRECTIVE) {
-                let table = run_sheet::render(&self.course, &self.cohort, &|a| {
-                    let chapter = output_path.get(&Path::new(&a.folder()).join("README.md"))?;
-                    Some(relative_link(dir, chapter))
-                });
-                let header = run_sheet::cohort_line(&self.course, &self.cohort);
-                ch.content = ch.content.replace(
-                    RUN_SHEET_DIRECTIVE,
-                    &format!("{header}\n\n{table}\n{}", run_sheet::timer(&self.course, &self.cohort)),
-                );
-            }
+            // The run sheet, the activity cards and the preparation counts (run_sheet.rs).
+            let chapter_link = |a: &labs::course::Activity| {
+                let chapter = output_path.get(&Path::new(&a.folder()).join("README.md"))?;
+                Some(relative_link(dir, chapter))
+            };
+            let cards = output_path.get(Path::new(run_sheet::CARDS_PAGE)).map(|p| relative_link(dir, p));
+            ch.content = run_sheet::expand(&ch.content, &self.course, &self.cohort, &chapter_link, cards.as_deref());
             if ch.content.contains(COHORT_DIRECTIVE) {
                 ch.content = ch.content.replace(COHORT_DIRECTIVE, &run_sheet::cohort_line(&self.course, &self.cohort));
             }
@@ -497,7 +491,7 @@ mod tests {
         write("course.toml", crate::TEST_COURSE);
         write("cohort.toml", TEST_COHORT);
         write("book/book.toml", &std::fs::read_to_string(real.join("book/book.toml")).unwrap());
-        for asset in ["book/theme/timer.js", "book/theme/timer.css", "book/theme/print.css"] {
+        for asset in ["book/theme/timer.js", "book/theme/timer.css", "book/theme/print.css", "book/theme/layout.css"] {
             write(asset, &std::fs::read_to_string(real.join(asset)).unwrap());
         }
         let mut summary = String::from("# Summary\n\n[Introduction](introduction.md)\n\n- [Run sheet](run-sheet.md)\n");

@@ -66,12 +66,20 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
     let profile = tempfile::tempdir()?;
     for page in &pages {
         let name = page.strip_prefix(out)?.display().to_string();
+        // A copy of the page that measures its tables once laid out (see TABLE_WIDTHS), opened
+        // at a laptop's window size.
+        let html = std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
+        let copy = page
+            .with_file_name(format!(".layout-{}", page.file_name().and_then(|n| n.to_str()).unwrap_or("page.html")));
+        std::fs::write(&copy, with_layout_probe(&html))?;
         let output = headless(chromium)
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--window-size={},{}", LAPTOP.0, LAPTOP.1))
             .arg("--dump-dom")
-            .arg(format!("file://{}", page.display()))
-            .output()
-            .with_context(|| format!("running {}", chromium.display()))?;
+            .arg(format!("file://{}", copy.display()))
+            .output();
+        let _ = std::fs::remove_file(&copy);
+        let output = output.with_context(|| format!("running {}", chromium.display()))?;
         let dom = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() || dom.trim().is_empty() {
@@ -86,10 +94,25 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
             problems
                 .push(format!("{name}: no rendered admonition (mdbook-admonish did not run, or its CSS is missing)"));
         }
+        problems.extend(wide_tables(&dom).into_iter().map(|t| format!("{name}: {t}")));
         if name == "run-sheet.html" {
             match dom.split("class=\"timer-display\">").nth(1).and_then(|rest| rest.split('<').next()) {
                 Some(shown) if shown.len() == 5 && shown.as_bytes()[2] == b':' && shown != "--:--" => {}
                 other => problems.push(format!("{name}: the segment timer did not run (it shows {other:?})")),
+            }
+            // One landscape page per hour of the session: each hour's table fits its page.
+            let hours = dom.matches("class=\"run-sheet-hour\"").count();
+            for paper in Paper::ALL {
+                let pdf = profile.path().join("run-sheet.pdf");
+                match print_pdf_oriented(chromium, page, paper, Orientation::Landscape, &pdf) {
+                    Ok(pages) if pages != hours => problems.push(format!(
+                        "{name}: prints on {pages} landscape {} pages for {hours} hour(s); each hour must fit one page \
+                         (shorten the run sheet's texts in course.toml, or the print CSS in book/theme/timer.css)",
+                        paper.name()
+                    )),
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("{name}: {e:#}")),
+                }
             }
         }
     }
@@ -115,6 +138,72 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
 
 /// The page that must print on a single sheet.
 pub const ONE_PAGE: &str = "quick-reference.html";
+
+/// The window the layout gate lays pages out in: a laptop screen.
+pub const LAPTOP: (u32, u32) = (1400, 900);
+
+/// Measures, once the page is laid out, every table of the main column that is wider than the
+/// column (so part of it is cut off or needs sideways scrolling), and writes what it found into
+/// the page, where `--dump-dom` shows it.
+const TABLE_WIDTHS: &str = r#"<script>
+window.addEventListener("load", () => {
+  const main = document.querySelector("main");
+  const found = [];
+  if (main) {
+    const column = main.getBoundingClientRect().width;
+    main.querySelectorAll("table").forEach((table) => {
+      const width = Math.max(table.scrollWidth, table.getBoundingClientRect().width);
+      if (width > column + 1) {
+        const header = table.querySelector("th, td");
+        found.push(`${Math.round(width)}|${Math.round(column)}|${header ? header.textContent.trim().slice(0, 40) : ""}`);
+      }
+    });
+  }
+  const report = document.createElement("template");
+  report.id = "layout-report";
+  report.setAttribute("data-wide-tables", found.join(";;"));
+  document.body.appendChild(report);
+});
+</script>"#;
+
+/// The page with the table probe added at the end of its body.
+fn with_layout_probe(html: &str) -> String {
+    match html.rfind("</body>") {
+        Some(at) => format!("{}{TABLE_WIDTHS}{}", &html[..at], &html[at..]),
+        None => format!("{html}{TABLE_WIDTHS}"),
+    }
+}
+
+/// The tables the probe found wider than the main column, in words.
+fn wide_tables(dom: &str) -> Vec<String> {
+    let Some(report) = dom.split("data-wide-tables=\"").nth(1).and_then(|r| r.split('"').next()) else {
+        return vec!["the layout probe did not run (no table widths reported)".into()];
+    };
+    report
+        .split(";;")
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let mut parts = t.splitn(3, '|');
+            let (width, column, header) = (parts.next(), parts.next(), parts.next().unwrap_or(""));
+            format!(
+                "a table (first cell \"{}\") is {} px wide in a {} px column at {}x{}: shorten its cells or \
+                 split it, so it reads without scrolling sideways",
+                header.replace("&amp;", "&"),
+                width.unwrap_or("?"),
+                column.unwrap_or("?"),
+                LAPTOP.0,
+                LAPTOP.1
+            )
+        })
+        .collect()
+}
+
+/// Which way the paper goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Orientation {
+    Portrait,
+    Landscape,
+}
 
 /// The paper sizes the printable pages must print well on.
 #[derive(Clone, Copy, Debug)]
@@ -142,8 +231,28 @@ impl Paper {
 /// Prints `page` to `pdf` on `paper` and returns the number of pages. The paper size is set with
 /// CSS `@page` in a copy of the page next to it (so its relative assets load), removed after.
 pub fn print_pdf(chromium: &Path, page: &Path, paper: Paper, pdf: &Path) -> Result<usize> {
+    print_pdf_oriented(chromium, page, paper, Orientation::Portrait, pdf)
+}
+
+/// [`print_pdf`] on paper turned `orientation`.
+pub fn print_pdf_oriented(
+    chromium: &Path,
+    page: &Path,
+    paper: Paper,
+    orientation: Orientation,
+    pdf: &Path,
+) -> Result<usize> {
     let html = std::fs::read_to_string(page).with_context(|| format!("reading {}", page.display()))?;
-    let style = format!("<style>@page {{ size: {}; margin: 12mm; }}</style></head>", paper.css());
+    let turn = match orientation {
+        Orientation::Portrait => "",
+        Orientation::Landscape => " landscape",
+    };
+    // The run sheet's hours ask for their own named page (landscape, book/theme/timer.css): give
+    // it this paper too, so the page count is the one a printer would give.
+    let style = format!(
+        "<style>@page {{ size: {paper}{turn}; margin: 12mm; }} @page run-sheet-hour {{ size: {paper}{turn}; }}</style></head>",
+        paper = paper.css()
+    );
     let copy = page.with_file_name(format!(
         ".print-{}-{}",
         paper.name(),
@@ -195,9 +304,14 @@ mod tests {
             "<html><body><p>ok</p><script>definitelyNotDefined()</script></body></html>",
         )
         .unwrap();
+        // A run sheet whose one hour is far too long for one landscape page.
+        let rows = "<tr><td>00:00</td><td>5</td><td>a row</td></tr>".repeat(200);
         std::fs::write(
             dir.path().join("run-sheet.html"),
-            "<html><body><span class=\"timer-display\">--:--</span></body></html>",
+            format!(
+                "<html><body><main><div class=\"run-sheet-hour\"><table>{rows}</table></div></main>\
+                 <span class=\"timer-display\">--:--</span></body></html>"
+            ),
         )
         .unwrap();
         let problems = check(dir.path(), &chromium).unwrap();
@@ -209,7 +323,44 @@ mod tests {
             problems.iter().any(|p| p.starts_with("run-sheet.html: the segment timer did not run")),
             "{problems:?}"
         );
+        for paper in ["a4", "letter"] {
+            assert!(
+                problems.iter().any(|p| p.starts_with("run-sheet.html: prints on ")
+                    && p.contains(&format!("landscape {paper} pages for 1 hour(s)"))),
+                "{problems:?}"
+            );
+        }
         assert_eq!(problems.iter().filter(|p| p.ends_with(": missing")).count(), PRINTABLE.len(), "{problems:?}");
+    }
+
+    /// The layout gate can fail: a table wider than its 600 px column is reported, a narrow one is not.
+    #[test]
+    fn a_table_wider_than_its_column_is_reported_and_a_narrow_one_is_not() {
+        let Some(chromium) = find_chromium() else {
+            eprintln!("skipped: no chromium on PATH (CI installs it)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let page = |cells: &str| {
+            format!(
+                "<html><body><main style=\"width:600px\"><table><tr><th>Start</th>{cells}</tr></table></main></body></html>"
+            )
+        };
+        std::fs::write(dir.path().join("wide.html"), page(&"<td>nowrap_cell_of_some_width</td>".repeat(30))).unwrap();
+        std::fs::write(dir.path().join("narrow.html"), page("<td>short</td><td>cells</td>")).unwrap();
+        let problems = check(dir.path(), &chromium).unwrap();
+        let wide: Vec<&String> = problems.iter().filter(|p| p.contains("px wide in a")).collect();
+        assert_eq!(wide.len(), 1, "{problems:?}");
+        assert!(wide[0].starts_with("wide.html: a table (first cell \"Start\") is "), "{}", wide[0]);
+        assert!(wide[0].contains("px wide in a 600 px column at 1400x900"), "{}", wide[0]);
+    }
+
+    #[test]
+    fn a_page_whose_probe_did_not_run_is_reported() {
+        assert_eq!(wide_tables("<html><body></body></html>").len(), 1);
+        assert!(wide_tables("<template id=\"layout-report\" data-wide-tables=\"\"></template>").is_empty());
+        let one = wide_tables("<template data-wide-tables=\"2000|750|Start\"></template>");
+        assert!(one[0].contains("is 2000 px wide in a 750 px column"), "{one:?}");
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub fn build(root: &Path, out: &Path, profile: bundle::Profile) -> Result<()> {
     zip.add_tree(&full, "book", &|_| true)?;
     zip.add_tree(&fixtures, "fixtures", &|path| runs(path))?;
     zip.add("run-sheet.md", run_sheet_page(&course, &cohort).as_bytes())?;
+    // Remote materials (poll file, boards, decision doc) that follow this cohort's session.
+    for (path, text) in crate::materials::files(&course, &cohort, &crate::load_bank(root)?) {
+        zip.add(&format!("materials/{path}"), text.as_bytes())?;
+    }
     zip.add("HOW-TO-RUN.md", how_to_run.as_bytes())?;
     add_printables(&mut zip, &full, &printables, Audience::Facilitator)?;
     let facilitator_files = zip.finish()?;
@@ -216,14 +220,18 @@ fn facilitator_traces(name: &str, content: &str) -> Vec<String> {
     traces
 }
 
-/// The facilitator's run sheet, linking into the bundled book.
+/// The facilitator's run sheet, activity cards and preparation counts, linking into the bundled book.
 fn run_sheet_page(course: &Course, cohort: &labs::course::Cohort) -> String {
+    let chapter = |a: &labs::course::Activity| Some(format!("book/{}/index.html", a.folder()));
     format!(
         "# Run sheet: {}\n\n{}\n\nStart times are from the start of the session. Generated from course.toml and \
-         cohort.toml; the same table is in the book's run sheet page.\n\n{}",
+         cohort.toml; the same tables are in the book's run sheet, activity cards and preparation pages.\n\n{}\n\
+         ## Activity cards\n\n{}\n## Preparation counts\n\n{}",
         course.course.title,
         run_sheet::cohort_line(course, cohort),
-        run_sheet::render(course, cohort, &|a| Some(format!("book/{}/index.html", a.folder())))
+        run_sheet::render(course, cohort, &chapter, None),
+        run_sheet::cards(course, cohort, &chapter),
+        run_sheet::preparation(course, cohort)
     )
 }
 

@@ -13,8 +13,10 @@ mod external_links;
 mod handouts;
 mod links;
 mod markdown;
+mod materials;
 mod poll;
 mod prepare;
+mod rehearse;
 mod run_sheet;
 mod serve;
 mod sql;
@@ -85,6 +87,16 @@ enum Task {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// On the facilitator's machine, before the day: run every live demo of the cohort's session
+    /// once, time each against its slot, build the printables, and print a go/no-go list.
+    Rehearse {
+        /// Where the PostgreSQL servers come from (see `cargo labs doctor`).
+        #[arg(long, default_value = "auto")]
+        pg: Backend,
+        /// Also save each demo's output as a fallback under fixtures/<activity>/saved/rehearsal/.
+        #[arg(long)]
+        save: bool,
+    },
     /// Ahead of the workshop, while online: build everything and fetch the PostgreSQL image.
     Prepare {
         /// Build the PostgreSQL image from Debian's packages (.ci/postgres-image/build.sh)
@@ -127,6 +139,12 @@ fn main() {
         Task::Links { update, online } => links_task(&root, update, online),
         Task::Bench { runs } => bench::run(&root, runs),
         Task::Prepare { image_from_debian } => prepare::run(&root, image_from_debian),
+        Task::Rehearse { pg, save } => match rehearse::run(&root, pg, save) {
+            Ok(true) => Ok(()),
+            // The go/no-go list ends with the verdict; no further message after it.
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -235,12 +253,14 @@ pub fn rel(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
 }
 
-/// A small course for tests, so they do not break when an instructor edits course.toml.
+/// A small course for tests, so they do not break when an instructor edits course.toml. Its
+/// core holds the one ready activity; the two-hour `long` variant holds all three.
 #[cfg(test)]
 pub const TEST_COURSE: &str = r#"
 [course]
 title = "Test course"
-session_minutes = 45
+session_minutes = 25
+core = ["log-sleuth"]
 
 [[activity]]
 number = 1
@@ -252,15 +272,51 @@ needs = []
 lab = "find the | skipped event"
 materials = "the logs"
 
+[activity.card]
+name = "Log Sleuth"
+changeover = 1
+changeover_room = "Pairs sit together."
+changeover_remote = "Stay in the main room."
+groups = "pairs"
+remote_in = "main-room"
+room = "Pairs hunt the log."
+remote = "Post findings in the chat."
+fallback = "Show the saved timeline."
+
+[[activity.demo]]
+run = "run log-sleuth"
+phase = "Reproduce"
+within_seconds = 60
+
 [[activity]]
 number = 2
 id = "wal-race"
-title = "WAL Race"
+title = "Throughput Throwdown: WAL Race"
 minutes = 10
 status = "draft"
 needs = []
 lab = "race ingestion strategies"
 materials = "bet sheets"
+
+[activity.card]
+name = "WAL Race"
+changeover = 2
+changeover_room = "Two pairs make a table."
+changeover_remote = "Producer pastes the bet line."
+groups = "tables"
+remote_in = "main-room"
+room = "Tables bet, then watch the race."
+remote = "Post bets in the chat."
+fallback = "Show the saved race."
+
+[[activity.demo]]
+run = "run wal-race --myth {myth}"
+phase = "Race"
+within_seconds = 60
+
+[[activity.print]]
+page = "04-wal-race/bet-sheet.html"
+per = "table"
 
 [[activity]]
 number = 3
@@ -271,6 +327,23 @@ status = "draft"
 needs = ["crash"]
 lab = "lose the recent WAL"
 materials = "role cards"
+
+[activity.card]
+name = "Outage"
+changeover = 2
+changeover_room = "Deal the role cards."
+changeover_remote = "Producer posts the doc links."
+groups = "tables"
+remote_in = "breakout-rooms"
+room = "Tables argue three decisions."
+remote = "Tables argue in their rooms."
+fallback = "Show the saved run."
+
+[[variant]]
+id = "long"
+title = "Long"
+session_minutes = 80
+minutes = { log-sleuth = 30, wal-race = 15, outage = 15, close = 10 }
 
 [[segment]]
 id = "welcome"
@@ -294,7 +367,7 @@ activity = "outage"
 [[segment]]
 id = "close"
 title = "Close"
-minutes = 5
+minutes = 4
 facilitator = "Thank the room."
 room = "Take the handouts."
 remote = "Take the link."
@@ -307,14 +380,16 @@ pub fn test_course() -> Course {
     Course::parse(TEST_COURSE).expect("the test course is valid")
 }
 
-/// A cohort that runs the test course's core variant in full.
+/// A cohort that runs the test course's `long` variant in full (every activity).
 #[cfg(test)]
 pub fn test_cohort() -> labs::course::Cohort {
     labs::course::Cohort {
         title: "Test cohort".into(),
         date: "2026-01-01".into(),
-        variant: labs::course::CORE.into(),
+        variant: "long".into(),
         poll: vec![],
         skip: vec![],
+        core: None,
+        expected: labs::course::Expected::default(),
     }
 }

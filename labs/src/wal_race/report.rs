@@ -102,6 +102,122 @@ pub fn summary(report: &RaceReport) -> Summary {
     Summary { best, best_durable_vs_copy, throughput_spread, wal_spread }
 }
 
+/// The bet sheet's three headline bets, in the words the sheet and the lab both print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadlineBet {
+    ScalesLongest,
+    SlowestDurable,
+    FastestDurable,
+}
+
+impl HeadlineBet {
+    pub const ALL: [HeadlineBet; 3] =
+        [HeadlineBet::ScalesLongest, HeadlineBet::SlowestDurable, HeadlineBet::FastestDurable];
+
+    /// The bet as the sheet asks it and the race's headline answers it.
+    pub fn label(self) -> &'static str {
+        match self {
+            HeadlineBet::ScalesLongest => "Scales longest",
+            HeadlineBet::SlowestDurable => "Slowest durable at the most writers",
+            HeadlineBet::FastestDurable => "Fastest durable at the most writers",
+        }
+    }
+}
+
+/// The answers to the headline bets, from one race's points: what the lab prints under
+/// "Headline bets" and what a team's sheet is scored against, for any writer counts (the
+/// `--quick` race's 1, 4, 16 as much as the full race's 1, 2, 4, 8, 16).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Headline {
+    /// The most writers the race measured: "at the most writers".
+    pub writers: usize,
+    /// Strategies that kept scaling longest: still scaling at the most writers, or, if none
+    /// did, those with the highest knee ("scales to N writers, then stops").
+    pub scales_longest: Vec<Strategy>,
+    /// Where they stop: None when they were still scaling at the most writers.
+    pub scales_to: Option<usize>,
+    /// The slowest and fastest durable strategy at the most writers, with events/s.
+    pub slowest_durable: (Strategy, f64),
+    pub fastest_durable: (Strategy, f64),
+}
+
+/// One team's headline bets: a strategy per bet (None: left empty, scores nothing).
+#[derive(Clone, Debug, Default)]
+pub struct HeadlineBets {
+    pub scales_longest: Option<Strategy>,
+    pub slowest_durable: Option<Strategy>,
+    pub fastest_durable: Option<Strategy>,
+}
+
+/// The headline of a race, from the same walls the report prints (None: no durable point at
+/// the most writers, as in an interrupted race).
+pub fn headline(report: &RaceReport) -> Option<Headline> {
+    let writers = report.points.iter().map(|p| p.writers).max()?;
+    let at_most: Vec<(Strategy, f64)> = report
+        .points
+        .iter()
+        .filter(|p| p.writers == writers && p.strategy.durable())
+        .map(|p| (p.strategy, p.events_per_second))
+        .collect();
+    let slowest_durable = *at_most.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let fastest_durable = *at_most.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    // The knee of each strategy, as "Where each strategy hits the wall" prints it; still
+    // scaling counts as beyond every knee.
+    let reach = |s: &super::race::StrategyResult| {
+        s.bottleneck.as_ref().map(|b| b.stops_scaling_after.map_or(usize::MAX, |w| w))
+    };
+    let longest = report.strategies.iter().filter_map(reach).max()?;
+    let scales_longest = report.strategies.iter().filter(|s| reach(s) == Some(longest)).map(|s| s.strategy).collect();
+    Some(Headline {
+        writers,
+        scales_longest,
+        scales_to: (longest != usize::MAX).then_some(longest),
+        slowest_durable,
+        fastest_durable,
+    })
+}
+
+impl Headline {
+    /// The sheet's scoring rule: one point per headline bet the race confirms. "Scales longest"
+    /// scores when the bet is among the strategies that scaled longest.
+    pub fn score(&self, bets: &HeadlineBets) -> u32 {
+        let hit = |bet: Option<Strategy>, right: &[Strategy]| u32::from(bet.is_some_and(|b| right.contains(&b)));
+        hit(bets.scales_longest, &self.scales_longest)
+            + hit(bets.slowest_durable, &[self.slowest_durable.0])
+            + hit(bets.fastest_durable, &[self.fastest_durable.0])
+    }
+
+    /// The answer to one bet, as the lab prints it.
+    pub fn answer(&self, bet: HeadlineBet) -> String {
+        match bet {
+            HeadlineBet::ScalesLongest => {
+                let ids: Vec<&str> = self.scales_longest.iter().map(|s| s.id()).collect();
+                match self.scales_to {
+                    None => format!("{} (still scaling at {} writers)", ids.join(", "), self.writers),
+                    Some(1) => format!("{} (flat from 1 writer)", ids.join(", ")),
+                    Some(w) => format!("{} (scales to {w} writers, then stops)", ids.join(", ")),
+                }
+            }
+            HeadlineBet::SlowestDurable => {
+                format!("{}, {} events/s", self.slowest_durable.0.id(), thousands(self.slowest_durable.1))
+            }
+            HeadlineBet::FastestDurable => {
+                format!("{}, {} events/s", self.fastest_durable.0.id(), thousands(self.fastest_durable.1))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Headline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "Headline bets (the most writers: {}; one point each)", self.writers)?;
+        for bet in HeadlineBet::ALL {
+            writeln!(f, "  {:<37} {}", format!("{}:", bet.label()), self.answer(bet))?;
+        }
+        Ok(())
+    }
+}
+
 impl RaceReport {
     fn render(&self) -> String {
         let p = &self.provenance;
@@ -152,6 +268,9 @@ impl RaceReport {
             if let Some(b) = &s.bottleneck {
                 out += &format!("{:<17} {}\n", s.strategy.id(), b.describe(max_writers));
             }
+        }
+        if let Some(headline) = headline(self) {
+            out += &format!("\n{headline}");
         }
         let summary = summary(self);
         out += "\n";
@@ -229,5 +348,70 @@ impl RaceReport {
 impl std::fmt::Display for RaceReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.render())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race's headline and the bet sheet's scoring rule, on the saved full race.
+    fn saved() -> RaceReport {
+        let text = include_str!("../../../fixtures/04-wal-race/saved/results.json");
+        let mut report: RaceReport = serde_json::from_str(text).unwrap();
+        let strategies: Vec<Strategy> = report.strategies.iter().map(|s| s.strategy).collect();
+        report.strategies = super::super::race::summarize(&strategies, &report.points);
+        report
+    }
+
+    /// The same race cut to the `--quick` writer counts (1, 4, 16), walls found again.
+    fn quick_cut() -> RaceReport {
+        let mut report = saved();
+        report.points.retain(|p| [1, 4, 16].contains(&p.writers));
+        report.writers = vec![1, 4, 16];
+        let strategies: Vec<Strategy> = report.strategies.iter().map(|s| s.strategy).collect();
+        report.strategies = super::super::race::summarize(&strategies, &report.points);
+        report
+    }
+
+    #[test]
+    fn the_headline_is_printed_and_scored_from_the_same_answers_on_full_and_quick_races() {
+        for report in [saved(), quick_cut()] {
+            let headline = headline(&report).unwrap();
+            let text = report.to_string();
+            for bet in HeadlineBet::ALL {
+                assert!(text.contains(&headline.answer(bet)), "{}: {text}", bet.label());
+            }
+            let right = HeadlineBets {
+                scales_longest: headline.scales_longest.first().copied(),
+                slowest_durable: Some(headline.slowest_durable.0),
+                fastest_durable: Some(headline.fastest_durable.0),
+            };
+            assert_eq!(headline.score(&right), 3);
+            assert_eq!(headline.score(&HeadlineBets::default()), 0);
+            // The fastest is never the slowest: one wrong bet costs exactly its point.
+            let wrong = HeadlineBets { fastest_durable: Some(headline.slowest_durable.0), ..right };
+            assert_eq!(headline.score(&wrong), 2);
+        }
+    }
+
+    #[test]
+    fn the_saved_race_headline_is_what_its_walls_and_table_say() {
+        let headline = headline(&saved()).unwrap();
+        assert_eq!(headline.writers, 16);
+        // "still scaling at 16 writers": row-per-tx and store-append in the saved walls.
+        assert_eq!(headline.scales_longest, [Strategy::RowPerTx, Strategy::StoreAppend]);
+        assert_eq!(headline.scales_to, None);
+        assert_eq!(headline.slowest_durable.0, Strategy::GlobalCounter);
+        assert_eq!(headline.fastest_durable.0, Strategy::Copy);
+    }
+
+    #[test]
+    fn the_bet_sheet_asks_the_three_bets_the_lab_answers() {
+        let sheet = include_str!("../../../book/src/04-wal-race/bet-sheet.md");
+        for bet in HeadlineBet::ALL {
+            assert!(sheet.contains(&format!("| {} |", bet.label())), "the bet sheet lacks `{}`", bet.label());
+        }
+        assert!(sheet.contains("one point per headline bet"), "the sheet states another scoring rule");
     }
 }
