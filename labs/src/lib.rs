@@ -71,6 +71,7 @@ pub mod rng;
 pub mod schema_sketch;
 pub mod settings;
 pub mod store;
+pub mod two_nodes;
 pub mod wal_race;
 
 pub use error::{Exit, LabError};
@@ -85,4 +86,5 @@ pub static LABS: &[&dyn AnyLab] = &[
     &wal_race::WalRace,
     &outage::Outage,
     &reflection_wall::ReflectionWall,
+    &two_nodes::TwoNodes,
 ];
