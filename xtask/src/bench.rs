@@ -6,8 +6,9 @@
 //!   (target: at least 300,000 lines/s on one core, under 64 MiB).
 //! - `labs run log-sleuth` wall time including a fresh server, local and container backends
 //!   (targets: under 5 s and under 10 s with the image present).
-//! - `labs run mythbusting` (the poll's demonstrations) and each `labs run outage` scenario, local
-//!   and container (target: each under 30 s, so they can run live in the room).
+//! - `labs run mythbusting` (the poll's demonstrations), each `labs run outage` scenario and
+//!   `labs run two-nodes`, local and container (target: each under 30 s, so they can run live in
+//!   the room).
 //! - `labs bench store`: the reference store's append shapes and readers as ratios to a plain
 //!   COPY, a plain INSERT and the position reader, plus WAL bytes per event (issue 3's targets).
 
@@ -73,11 +74,12 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     // The live demos of activities 2 and 5 (issue 5's target: each under 30 s, so they run in the
     // room), on both backends, fresh servers included. At most 3 runs each: about 4 minutes.
     let live_runs = runs.min(3);
-    let live: [&[&str]; 4] = [
+    let live: [&[&str]; 5] = [
         &["run", "mythbusting"],
         &["run", "outage", "--scenario", "frozen-wal-writer"],
         &["run", "outage", "--scenario", "async-failover"],
         &["run", "outage", "--scenario", "unarchived-wal"],
+        &["run", "two-nodes"],
     ];
     for backend in ["local", "container"] {
         for args in live {
