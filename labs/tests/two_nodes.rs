@@ -7,16 +7,19 @@ use common::exercises::{exercise, half_fixes};
 use common::{config, containers_expected};
 
 use labs::lab::{CheckReport, ExerciseFile, Lab};
-use labs::pg::{Backend, ProviderConfig, Server};
+use labs::pg::{Backend, Capability, ProviderConfig, Server};
 use labs::two_nodes::{self, check, TwoNodes, TwoNodesReport};
 
 async fn lab_report(backend: Backend) -> TwoNodesReport {
-    let mut server = Server::start(&config(backend), TwoNodes::NEEDS).await.unwrap();
-    let report = two_nodes::play(&mut server, |_| {}).await;
-    let directory = server.local_directory();
-    server.shutdown().await.unwrap();
-    if let Some(directory) = directory {
-        assert!(!directory.exists(), "{} outlived the run", directory.display());
+    let logical = Server::start(&config(backend), &[Capability::Logical]).await.unwrap();
+    let mut standby = Server::start(&config(backend), &[Capability::Standby]).await.unwrap();
+    let report = two_nodes::play(&logical, &mut standby, |_| {}).await;
+    for server in [logical, standby] {
+        let directory = server.local_directory();
+        server.shutdown().await.unwrap();
+        if let Some(directory) = directory {
+            assert!(!directory.exists(), "{} outlived the run", directory.display());
+        }
     }
     let report = report.unwrap();
     check_invariants(&report);
@@ -60,7 +63,8 @@ fn check_invariants(r: &TwoNodesReport) {
     assert_eq!(b.refusals.len(), 2, "{b}");
     assert!(b.refusals[0].1.contains("cannot execute LISTEN during recovery"), "{b}");
     assert!(b.refusals[1].1.contains("read-only transaction"), "{b}");
-    assert_eq!(b.read_after_promotion.0.len(), 2, "{b}");
+    assert_eq!(b.read_after_promotion.0, ["order-11", "order-12"], "{b}");
+    assert!(b.positions_jumped, "{b}");
     assert!(b.subscription_after_promotion.starts_with("processed"), "{b}");
     assert_eq!((b.missed, b.twice), (0, 0), "{b}");
 

@@ -55,7 +55,26 @@ impl Lab for TwoNodes {
     type Report = TwoNodesReport;
 
     async fn run(&self, _: RunArgs, ctx: &Ctx) -> Result<TwoNodesReport, LabError> {
-        ctx.with_server(Self::NEEDS, async |server| play(server, |line| ctx.progress(line)).await).await
+        // Two fresh servers, started side by side: one for Parts A and C (logical decoding),
+        // one for Part B (its standby). Most of each part is waiting on fsync, so they run at once.
+        ctx.require(Self::NEEDS).await?;
+        let (logical, standby) =
+            tokio::join!(ctx.start_server(&[Capability::Logical]), ctx.start_server(&[Capability::Standby]));
+        let (logical, mut standby) = match (logical, standby) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Ok(started), Err(e)) | (Err(e), Ok(started)) => {
+                let _ = started.shutdown().await;
+                return Err(e);
+            }
+            (Err(e), Err(_)) => return Err(e),
+        };
+        let report = play(&logical, &mut standby, |line| ctx.progress(line)).await;
+        for server in [logical, standby] {
+            if let Err(e) = server.shutdown().await {
+                ctx.progress(format_args!("warning: a server was not removed cleanly: {e}"));
+            }
+        }
+        report
     }
 
     fn exercise(&self) -> Option<Exercise> {
@@ -68,16 +87,28 @@ impl Lab for TwoNodes {
     }
 }
 
-/// Plays the three parts on one fresh server with [`TwoNodes::NEEDS`] (it builds the standby)
-/// and gathers the report; `progress` hears where it is.
-pub async fn play(server: &mut Server, progress: impl Fn(&str)) -> Result<TwoNodesReport, LabError> {
-    progress("A. partitions and retention: the reference table, its history, two archives");
-    let partitions = partitions(server).await?;
-    progress("B. readers on a hot standby: pg_basebackup, a held writer, paused replay, promotion");
-    let standby = standby::run(server).await?;
-    progress("C. a logical replica: two subscriptions in databases of the same cluster");
-    let replica = replica::run(server).await?;
-    Ok(TwoNodesReport { postgres_major: server.version().major(), partitions, standby, replica })
+/// Plays the three parts and gathers the report: Parts A then C on `logical` (a fresh server
+/// with [`Capability::Logical`]), at the same time as Part B on `standby` (a fresh server with
+/// [`Capability::Standby`]: Part B builds its standby, then promotes it). `progress` hears where
+/// each is.
+pub async fn play(logical: &Server, standby: &mut Server, progress: impl Fn(&str)) -> Result<TwoNodesReport, LabError> {
+    let parts_a_and_c = async {
+        progress("A. partitions and retention: the reference table, its history, two archives");
+        let partitions = partitions(logical).await?;
+        progress("C. a logical replica: two subscriptions in databases of the same cluster");
+        let replica = replica::run(logical).await?;
+        progress("A and C: done");
+        Ok::<_, LabError>((partitions, replica))
+    };
+    let part_b = async {
+        progress("B. readers on a hot standby: pg_basebackup, a held writer, paused replay, promotion");
+        let report = standby::run(standby).await;
+        progress("B: done");
+        report
+    };
+    let (a_and_c, b) = tokio::join!(parts_a_and_c, part_b);
+    let (partitions, replica) = a_and_c?;
+    Ok(TwoNodesReport { postgres_major: logical.version().major(), partitions, standby: b?, replica })
 }
 
 /// Part A with the reference solution: the scenario, its verdicts, and the layouts compared.
@@ -158,16 +189,16 @@ impl fmt::Display for PartitionsReport {
             retention::LIVE_APPENDS
         )?;
         writeln!(f)?;
-        writeln!(f, "   What each layout costs a reader (EXPLAIN, partitions in the plan), after the archive below:")?;
-        writeln!(f, "     {:<34}{:<12}{:<22}read_all_after", "layout", "partitions", "one stream")?;
+        writeln!(f, "   Partitions each read scans (EXPLAIN's plan), after the archive below:")?;
+        writeln!(f, "     {:<34}{:<20}read_all_after", "layout", "reading one stream")?;
         for l in &self.layouts {
             writeln!(
                 f,
-                "     {:<34}{:<12}{:<22}{}",
+                "     {:<34}{:<20}{} of {}",
                 l.name,
-                l.partitions,
-                format!("{}, {}", l.read_stream_scans, l.read_stream_plan),
-                format!("{}, {}", l.read_all_scans, l.read_all_plan)
+                format!("{} of {}", l.read_stream_scans, l.partitions),
+                l.read_all_scans,
+                l.partitions
             )?;
         }
         for l in &self.layouts {
@@ -279,6 +310,11 @@ impl fmt::Display for standby::StandbyReport {
             writeln!(f, "     {tried}: {answer}")?;
         }
         writeln!(f, "   Promoted (pg_promote); orders appended on it; the same reader goes on: {}", self.read_after_promotion)?;
+        writeln!(
+            f,
+            "     their positions jump ahead of the last replayed one (a sequence logs values in advance): {}",
+            yes(self.positions_jumped)
+        )?;
         writeln!(f, "     subscription orders-projection there: {}", self.subscription_after_promotion)?;
         writeln!(
             f,

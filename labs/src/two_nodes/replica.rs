@@ -149,6 +149,14 @@ pub async fn run(server: &Server) -> Result<ReplicaReport, LabError> {
         store::install(&client).await.map_err(LabError::db(format!("installing the store in {database}")))?;
     }
     let origin = connect(&db(server, PUBLISHER)).await?;
+    // The logical replication launcher starts apply workers at most once per
+    // wal_retrieve_retry_interval (5 s by default); this part starts and restarts four. A lab
+    // setting, reloaded, so the waits are the replication's and not the launcher's pacing.
+    origin
+        .batch_execute("ALTER SYSTEM SET wal_retrieve_retry_interval = '50ms'")
+        .await
+        .map_err(LabError::db("ALTER SYSTEM SET wal_retrieve_retry_interval"))?;
+    origin.batch_execute("SELECT pg_reload_conf()").await.map_err(LabError::db("pg_reload_conf()"))?;
     for replica in Replica::ALL {
         origin.batch_execute(&replica.create_publication()).await.map_err(LabError::db("CREATE PUBLICATION"))?;
     }
@@ -177,7 +185,10 @@ pub async fn run(server: &Server) -> Result<ReplicaReport, LabError> {
     };
     drop(probe);
 
-    // The supported way: the slot first, then the subscription that uses it.
+    // The supported way: the slot first, then the subscription that uses it. No initial copy
+    // (copy_data = false): the events table is still empty, and a copy would make a temporary
+    // slot that, like any new slot, waits for every transaction running on the cluster, which
+    // would hold the replica back behind the writer this part holds open.
     let mut replicas = Vec::new();
     for replica in Replica::ALL {
         let slot = replica.database();
@@ -188,7 +199,7 @@ pub async fn run(server: &Server) -> Result<ReplicaReport, LabError> {
         let client = connect(&db(server, replica.database())).await?;
         client
             .batch_execute(&format!(
-                "CREATE SUBSCRIPTION {slot} CONNECTION '{conninfo}' PUBLICATION {} WITH (create_slot = false, slot_name = '{slot}')",
+                "CREATE SUBSCRIPTION {slot} CONNECTION '{conninfo}' PUBLICATION {} WITH (create_slot = false, slot_name = '{slot}', copy_data = false)",
                 replica.publication()
             ))
             .await
@@ -239,6 +250,8 @@ pub async fn run(server: &Server) -> Result<ReplicaReport, LabError> {
             .batch_execute(&format!("ALTER SUBSCRIPTION {} ENABLE", replica.database()))
             .await
             .map_err(LabError::db("ALTER SUBSCRIPTION … ENABLE"))?;
+    }
+    for (_, reader) in &replicas {
         wait_for_rows(&reader.client, 2).await?;
     }
     let mut after_catch_up = Vec::new();

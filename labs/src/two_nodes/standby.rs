@@ -19,7 +19,7 @@ use crate::store::{self, Checkpoint, ExpectedVersion, NewEvent};
 
 /// The database Part B works in, on both nodes.
 pub const DATABASE: &str = "standby_lab";
-/// Orders committed before the standby is built.
+/// Orders committed before the held writer.
 const BEFORE_STANDBY: usize = 3;
 /// Orders committed while replay is paused.
 const WHILE_PAUSED: usize = 5;
@@ -65,8 +65,13 @@ pub struct StandbyReport {
     pub read_after_resume: Read,
     /// What the standby refused, in the server's words: (what was tried, the error).
     pub refusals: Vec<(String, String)>,
-    /// After promotion: the reader's next read, and the subscription's first batch there.
+    /// After promotion: the reader's next read (streams only: see `positions_jumped`), and the
+    /// subscription's first batch there.
     pub read_after_promotion: Read,
+    /// The first position handed out after promotion is not the one after the last replayed:
+    /// a sequence WAL-logs values ahead of those it hands out, and the promoted node starts
+    /// after the logged ones. (How far ahead depends on checkpoints, so only the jump is shown.)
+    pub positions_jumped: bool,
     pub subscription_after_promotion: String,
     /// Every order the reader was owed, and how many it missed or got twice.
     pub owed: usize,
@@ -124,7 +129,10 @@ async fn running_listed(client: &Client) -> Result<i64, LabError> {
         .get(0))
 }
 
+/// Part B, on a fresh server with the standby capability. The standby is built first, from the
+/// fresh cluster (the smallest base backup); everything after reaches it as WAL.
 pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
+    server.start_standby().await?;
     let setup = server.connect().await?;
     setup.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await.map_err(LabError::db("CREATE DATABASE"))?;
     let primary_config = on(server, Node::Primary);
@@ -133,7 +141,7 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
     for n in 1..=BEFORE_STANDBY {
         place(&primary, n).await?;
     }
-    server.start_standby().await?;
+    server.wait_standby_caught_up().await?;
     let standby = connect(&on(server, Node::Standby)).await?;
 
     // A writer appends and holds its transaction open; another commits after it.
@@ -150,6 +158,8 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
     let same_watermark = watermark(&primary).await? == watermark(&standby).await?;
     let xip_on_primary = running_listed(&primary).await?;
     let xip_on_standby = running_listed(&standby).await?;
+
+    held.batch_execute("COMMIT").await.map_err(LabError::db("the held writer's COMMIT"))?;
     let positions: Vec<(i64, String)> = primary
         .query("SELECT position, stream_id FROM events ORDER BY position", &[])
         .await
@@ -158,8 +168,6 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let position_of = |n: usize| positions.iter().find(|(_, s)| *s == order(n).0).map(|(p, _)| *p).unwrap_or(-1);
-
-    held.batch_execute("COMMIT").await.map_err(LabError::db("the held writer's COMMIT"))?;
     server.wait_standby_caught_up().await?;
     let standby_after_commit = follower.read(&standby).await?;
 
@@ -221,7 +229,12 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
     for n in first_after..first_after + AFTER_PROMOTION {
         place(&promoted, n).await?;
     }
-    let read_after_promotion = follower.read(&standby).await?;
+    let last_before = follower.got.last().map_or(0, |e| e.checkpoint.position);
+    let before = follower.got.len();
+    follower.read(&standby).await?;
+    let after_promotion = &follower.got[before..];
+    let positions_jumped = after_promotion.first().is_some_and(|e| e.checkpoint.position > last_before + 1);
+    let read_after_promotion = Read(after_promotion.iter().map(|e| e.stream_id.clone()).collect());
     let subscription_after_promotion = match projection.process_batch(&mut standby_session, async |_tx, _events| Ok(())).await {
         Ok(subscription::Batch::Processed(n)) => format!("processed {n} events and stored its checkpoint"),
         Ok(other) => format!("{other:?}"),
@@ -255,6 +268,7 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
         read_after_resume,
         refusals,
         read_after_promotion,
+        positions_jumped,
         subscription_after_promotion,
         owed,
         missed,
