@@ -267,10 +267,9 @@ pub fn judge(o: &Outcome, shown: &str) -> Vec<Check> {
         (
             false,
             format!(
-                "the archive ran on {} ({} of its {} events left in events) while subscriptions audit and projection \
-                 had not read it to its end: they will never see the rest. Check every subscription's checkpoint \
-                 first (the schema defines assert_read_by_every_subscription) and refuse.",
-                second.label(),
+                "the archive ran on that month ({} of its {} events left in events) while subscriptions audit and \
+                 projection had not read it to its end: they will never see the rest. Check every subscription's \
+                 checkpoint first (the schema defines assert_read_by_every_subscription) and refuse.",
                 second_after.rows_in_events,
                 retention::HISTORY_PER_MONTH
             ),
