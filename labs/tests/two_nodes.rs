@@ -46,7 +46,12 @@ fn check_invariants(r: &TwoNodesReport) {
     assert_eq!(by_month.read_all_scans, by_month.partitions, "{a}");
     assert_eq!(by_stream.read_all_scans, by_stream.partitions, "{a}");
     for l in &a.layouts {
-        assert!(l.unique_event_id.contains("must include all partitioning columns"), "{}: {}", l.table, l.unique_event_id);
+        assert!(
+            l.unique_event_id.contains("must include all partitioning columns"),
+            "{}: {}",
+            l.table,
+            l.unique_event_id
+        );
     }
 
     let b = &r.standby;
@@ -148,7 +153,8 @@ async fn the_check_fails_every_half_fix_for_its_reason() {
         let before: Option<u32> =
             file.sql.lines().find_map(|l| l.strip_prefix("-- before: ")).map(|v| v.trim().parse().unwrap());
         let (report, version) = check_file(&file).await;
-        let check = report.checks.iter().find(|c| c.id == fails).unwrap_or_else(|| panic!("no check {fails}:\n{report}"));
+        let check =
+            report.checks.iter().find(|c| c.id == fails).unwrap_or_else(|| panic!("no check {fails}:\n{report}"));
         match before {
             Some(since) if version >= since => {
                 assert!(check.passed, "{}: on {version}, check {fails} should pass:\n{report}", file.shown)
@@ -166,7 +172,8 @@ async fn the_check_fails_every_half_fix_for_its_reason() {
 async fn a_schema_that_does_not_load_is_reported_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("retention.sql");
-    let sql = "-- mine\nCREATE TABLE events (id bigint) PARTITION BY RANGE (recorded_at);\n-- ==== ARCHIVE ====\nSELECT 1;\n";
+    let sql =
+        "-- mine\nCREATE TABLE events (id bigint) PARTITION BY RANGE (recorded_at);\n-- ==== ARCHIVE ====\nSELECT 1;\n";
     std::fs::write(&path, sql).unwrap();
     let file = ExerciseFile::read(path, "retention.sql".into()).unwrap();
     let (report, _) = check_file(&file).await;
@@ -182,10 +189,9 @@ async fn a_schema_that_does_not_load_is_reported_at_its_line() {
 async fn a_table_partitioned_by_stream_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("retention.sql");
-    let sql = two_nodes::SOLUTION_SQL.replace("PARTITION BY RANGE (recorded_at)", "PARTITION BY HASH (stream_id)").replace(
-        "PRIMARY KEY (position, recorded_at)",
-        "PRIMARY KEY (position, stream_id)",
-    );
+    let sql = two_nodes::SOLUTION_SQL
+        .replace("PARTITION BY RANGE (recorded_at)", "PARTITION BY HASH (stream_id)")
+        .replace("PRIMARY KEY (position, recorded_at)", "PRIMARY KEY (position, stream_id)");
     std::fs::write(&path, sql).unwrap();
     let file = ExerciseFile::read(path, "retention.sql".into()).unwrap();
     let (report, _) = check_file(&file).await;

@@ -44,7 +44,12 @@ pub async fn check(server: &Server, file: &ExerciseFile) -> Result<CheckReport, 
             true,
             "the SCHEMA part, six monthly partitions and append_to_stream, read_all_after, subscriptions",
         ),
-        Check::new("partitioned-by-month", "events is partitioned by month of recorded_at", true, "BY RANGE (recorded_at)"),
+        Check::new(
+            "partitioned-by-month",
+            "events is partitioned by month of recorded_at",
+            true,
+            "BY RANGE (recorded_at)",
+        ),
     ];
     checks.extend(verify);
     checks.extend(judge(&outcome, &file.shown));
@@ -66,9 +71,16 @@ pub async fn prepare_and_play(
     let client = retention::connect(&config).await?;
     match retention::set_up(&client, file, parts, &months).await? {
         Ok(()) => {}
-        Err(SetupFailure::Load(why)) => return Ok(Err(Check::new("loads", format!("{} loads", file.shown), false, why))),
+        Err(SetupFailure::Load(why)) => {
+            return Ok(Err(Check::new("loads", format!("{} loads", file.shown), false, why)))
+        }
         Err(SetupFailure::NotByMonth(why)) => {
-            return Ok(Err(Check::new("partitioned-by-month", "events is partitioned by month of recorded_at", false, why)))
+            return Ok(Err(Check::new(
+                "partitioned-by-month",
+                "events is partitioned by month of recorded_at",
+                false,
+                why,
+            )))
         }
         Err(SetupFailure::Contract(why)) => {
             return Ok(Err(Check::new(
@@ -82,7 +94,8 @@ pub async fn prepare_and_play(
     drop(client);
 
     // The store's promises, on the same table in the server's default database.
-    let full = format!("{}\n{}\n{}", parts.schema, retention::partitions_ddl(&months), retention::store_contract_sql()?);
+    let full =
+        format!("{}\n{}\n{}", parts.schema, retention::partitions_ddl(&months), retention::store_contract_sql()?);
     let verified = conformance::verify(server, &full, &file.shown).await?;
     let verify = verified
         .checks
@@ -114,7 +127,11 @@ pub fn judge(o: &Outcome, shown: &str) -> Vec<Check> {
         "a month of history COPied straight into its partition gets positions",
         o.backfill_into_partitions.is_ok(),
         match &o.backfill_into_partitions {
-            Ok(()) => format!("{} months of {} events, each COPied into its own partition", o.months.iter().filter(|m| m.offset < 0).count(), retention::HISTORY_PER_MONTH),
+            Ok(()) => format!(
+                "{} months of {} events, each COPied into its own partition",
+                o.months.iter().filter(|m| m.offset < 0).count(),
+                retention::HISTORY_PER_MONTH
+            ),
             Err(why) => format!(
                 "{why}\nA backfill or a restore writes into the partition directly. Before PostgreSQL 17 an identity \
                  column on the parent numbers only rows inserted through the parent: give position a sequence as its \
@@ -287,7 +304,8 @@ pub fn judge(o: &Outcome, shown: &str) -> Vec<Check> {
         .tallies
         .iter()
         .map(|t| {
-            let mut line = format!("{}: {} delivered, {} missed, {} twice", t.subscription, t.delivered, t.missed, t.twice);
+            let mut line =
+                format!("{}: {} delivered, {} missed, {} twice", t.subscription, t.delivered, t.missed, t.twice);
             if !t.missed_examples.is_empty() {
                 line.push_str(&format!(" (missed e.g. {})", t.missed_examples.join(", ")));
             }

@@ -51,9 +51,8 @@ fn read_all_sql(table: &str) -> String {
 /// Builds the hash-partitioned copy of `events` beside it, then asks the planner about both.
 /// Runs in the database the retention scenario used, after it.
 pub async fn compare(client: &Client) -> Result<Vec<Layout>, LabError> {
-    let mut ddl = String::from(
-        "CREATE TABLE events_by_stream (LIKE events INCLUDING DEFAULTS) PARTITION BY HASH (stream_id);\n",
-    );
+    let mut ddl =
+        String::from("CREATE TABLE events_by_stream (LIKE events INCLUDING DEFAULTS) PARTITION BY HASH (stream_id);\n");
     for remainder in 0..HASH_PARTITIONS {
         ddl.push_str(&format!(
             "CREATE TABLE events_by_stream_{remainder} PARTITION OF events_by_stream \
@@ -69,7 +68,8 @@ pub async fn compare(client: &Client) -> Result<Vec<Layout>, LabError> {
     );
     client.batch_execute(&ddl).await.map_err(LabError::db("building the hash-partitioned copy"))?;
     let mut layouts = Vec::new();
-    for (name, table) in [("by month (RANGE on recorded_at)", "events"), ("by stream (HASH on stream_id)", "events_by_stream")]
+    for (name, table) in
+        [("by month (RANGE on recorded_at)", "events"), ("by stream (HASH on stream_id)", "events_by_stream")]
     {
         let partitions: Vec<String> = client
             .query("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = $1::text::regclass", &[&table])
@@ -101,11 +101,8 @@ pub async fn compare(client: &Client) -> Result<Vec<Layout>, LabError> {
 /// EXPLAIN (FORMAT JSON) of `query`: how many of `partitions` its plan scans, and the node
 /// under the LIMIT that gathers them.
 async fn scans(client: &Client, query: &str, partitions: &[String]) -> Result<(usize, String), LabError> {
-    let plan: serde_json::Value = client
-        .query_one(&format!("EXPLAIN (FORMAT JSON) {query}"), &[])
-        .await
-        .map_err(LabError::db("EXPLAIN"))?
-        .get(0);
+    let plan: serde_json::Value =
+        client.query_one(&format!("EXPLAIN (FORMAT JSON) {query}"), &[]).await.map_err(LabError::db("EXPLAIN"))?.get(0);
     let root = &plan[0]["Plan"];
     let mut relations = Vec::new();
     collect_relations(root, &mut relations);

@@ -210,7 +210,12 @@ impl fmt::Display for PartitionsReport {
             retention::Probe::Refused(why) => format!("refused: {why}"),
             retention::Probe::Stored => "stored".to_string(),
         };
-        writeln!(f, "     an event id from {}, sent again this month: {}", o.oldest().label(), probe(&o.id_in_another_month))?;
+        writeln!(
+            f,
+            "     an event id from {}, sent again this month: {}",
+            o.oldest().label(),
+            probe(&o.id_in_another_month)
+        )?;
         writeln!(f, "     a second account-1 v2, this month: {}", probe(&o.version_in_another_month))?;
         let passing = self.verify.iter().filter(|c| c.passed).count();
         writeln!(f, "   labs schema verify on this table: {passing} of {} checks pass", self.verify.len())?;
@@ -263,13 +268,26 @@ impl fmt::Display for PartitionsReport {
             Some(error) => writeln!(f, "     refused: {}", o.undated(error))?,
             None => writeln!(f, "     it ran")?,
         }
-        writeln!(f, "     the month keeps {} of its {} events", o.second_after.rows_in_events, retention::HISTORY_PER_MONTH)?;
+        writeln!(
+            f,
+            "     the month keeps {} of its {} events",
+            o.second_after.rows_in_events,
+            retention::HISTORY_PER_MONTH
+        )?;
         writeln!(f, "   Subscriptions, read to the end afterwards:")?;
         for t in &o.tallies {
-            writeln!(f, "     {:<12}{} delivered, {} missed, {} twice", t.subscription, t.delivered, t.missed, t.twice)?;
+            writeln!(
+                f,
+                "     {:<12}{} delivered, {} missed, {} twice",
+                t.subscription, t.delivered, t.missed, t.twice
+            )?;
         }
         let passing = self.checks.iter().filter(|c| c.passed).count();
-        writeln!(f, "   `labs check two-nodes` on this reference: {passing} of {} of its own checks pass", self.checks.len())?;
+        writeln!(
+            f,
+            "   `labs check two-nodes` on this reference: {passing} of {} of its own checks pass",
+            self.checks.len()
+        )?;
         for c in self.checks.iter().filter(|c| !c.passed) {
             writeln!(f, "     FAIL {}: {}", c.id, c.detail.lines().next().unwrap_or_default())?;
         }
@@ -279,7 +297,11 @@ impl fmt::Display for PartitionsReport {
 
 impl fmt::Display for standby::StandbyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "B. Readers on a hot standby (database {}, a streaming standby from pg_basebackup)", standby::DATABASE)?;
+        writeln!(
+            f,
+            "B. Readers on a hot standby (database {}, a streaming standby from pg_basebackup)",
+            standby::DATABASE
+        )?;
         writeln!(
             f,
             "   A writer appends #{} and holds its transaction open; #{} commits after it. read_all_after from the start:",
@@ -287,7 +309,11 @@ impl fmt::Display for standby::StandbyReport {
         )?;
         writeln!(f, "     on the primary: {}", self.primary_read)?;
         writeln!(f, "     on the standby: {}", self.standby_read)?;
-        writeln!(f, "     the same watermark, pg_snapshot_xmin(pg_current_snapshot()), on both: {}", yes(self.same_watermark))?;
+        writeln!(
+            f,
+            "     the same watermark, pg_snapshot_xmin(pg_current_snapshot()), on both: {}",
+            yes(self.same_watermark)
+        )?;
         writeln!(
             f,
             "     running transactions the snapshot lists, pg_snapshot_xip(): {} on the primary, {} on the standby",
@@ -309,7 +335,11 @@ impl fmt::Display for standby::StandbyReport {
         for (tried, answer) in &self.refusals {
             writeln!(f, "     {tried}: {answer}")?;
         }
-        writeln!(f, "   Promoted (pg_promote); orders appended on it; the same reader goes on: {}", self.read_after_promotion)?;
+        writeln!(
+            f,
+            "   Promoted (pg_promote); orders appended on it; the same reader goes on: {}",
+            self.read_after_promotion
+        )?;
         writeln!(
             f,
             "     their positions jump ahead of the last replayed one (a sequence logs values in advance): {}",
@@ -326,14 +356,21 @@ impl fmt::Display for standby::StandbyReport {
 
 impl fmt::Display for replica::ReplicaReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "C. A logical replica, in another database of the same cluster (publisher: database {})", replica::PUBLISHER)?;
+        writeln!(
+            f,
+            "C. A logical replica, in another database of the same cluster (publisher: database {})",
+            replica::PUBLISHER
+        )?;
         writeln!(f, "   CREATE SUBSCRIPTION to the same cluster, default create_slot = true, cut after 1 s:")?;
         writeln!(f, "     {}", self.same_cluster_create_slot)?;
         writeln!(
             f,
             "   so each slot is made first (pg_create_logical_replication_slot), then CREATE SUBSCRIPTION … WITH (create_slot = false)."
         )?;
-        writeln!(f, "   order-1 is appended and held open; order-2 commits; the subscriptions are disabled (apply lag);")?;
+        writeln!(
+            f,
+            "   order-1 is appended and held open; order-2 commits; the subscriptions are disabled (apply lag);"
+        )?;
         writeln!(f, "   order-1 commits; they are enabled again; order-3 to order-5 follow.")?;
         writeln!(f, "   The publisher's commit order: {}", self.commit_order.join(", "))?;
         for r in &self.replicas {
@@ -357,7 +394,13 @@ impl fmt::Display for replica::ReplicaReport {
                     if r.in_commit_order { ", in the publisher's commit order" } else { ", in another order" }
                 )?;
             } else {
-                writeln!(f, "     delivered {} of {}; never: {}", r.delivered.len(), self.commit_order.len(), r.missed.join(", "))?;
+                writeln!(
+                    f,
+                    "     delivered {} of {}; never: {}",
+                    r.delivered.len(),
+                    self.commit_order.len(),
+                    r.missed.join(", ")
+                )?;
             }
             match r.lag_bytes {
                 Some(bytes) => writeln!(f, "     lag at the end (pg_stat_subscription.latest_end_lsn): {bytes} bytes")?,

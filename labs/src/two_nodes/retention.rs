@@ -337,9 +337,10 @@ async fn run_archive(client: &Client, shown: &str, statements: &[Statement], mon
     }
     // Inside a transaction block a later statement starts after its transaction did; alone
     // (one simple query, its own transaction) the two timestamps are the same.
-    let open = client.simple_query("SELECT transaction_timestamp() <> statement_timestamp()").await.map(|messages| {
-        messages.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t")))
-    });
+    let open = client
+        .simple_query("SELECT transaction_timestamp() <> statement_timestamp()")
+        .await
+        .map(|messages| messages.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))));
     match open {
         Ok(false) => {}
         // An aborted transaction block refuses every statement but ROLLBACK.
@@ -476,14 +477,22 @@ async fn pid_of(client: &Client) -> Result<i32, LabError> {
 /// Whether session `pid` waits on a heavyweight lock right now.
 async fn waits_on_lock(watcher: &Client, pid: i32) -> Result<bool, LabError> {
     Ok(watcher
-        .query_one("SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .query_one(
+            "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
         .await
         .map_err(LabError::db("watching a session's wait"))?
         .get(0))
 }
 
 /// Plays the scenario in the database `config` points at, which [`set_up`] prepared.
-pub async fn play(config: &Config, file_shown: &str, parts: &ExerciseParts, months: Vec<Month>) -> Result<Outcome, LabError> {
+pub async fn play(
+    config: &Config,
+    file_shown: &str,
+    parts: &ExerciseParts,
+    months: Vec<Month>,
+) -> Result<Outcome, LabError> {
     let mut admin = connect(config).await?;
     let mut owed: Vec<EventKey> = Vec::new();
 
@@ -589,13 +598,14 @@ pub async fn play(config: &Config, file_shown: &str, parts: &ExerciseParts, mont
     };
     let oldest = months[0].clone();
     let script = async {
-        batch_read.await.map_err(|_| LabError::Script("subscription projection's batch ended before it read".into()))?;
+        batch_read
+            .await
+            .map_err(|_| LabError::Script("subscription projection's batch ended before it read".into()))?;
         let archive_client = connect(config).await?;
         let archive_pid = pid_of(&archive_client).await?;
         let archive_started = Instant::now();
         let (shown, statements, month) = (file_shown.to_string(), parts.archive.clone(), oldest.clone());
-        let archive_task =
-            tokio::spawn(async move { run_archive(&archive_client, &shown, &statements, &month).await });
+        let archive_task = tokio::spawn(async move { run_archive(&archive_client, &shown, &statements, &month).await });
         // Wait until the archive waits for something (the open batch) or is done.
         let mut archive_waited = false;
         while !archive_task.is_finished() && archive_started.elapsed() < Duration::from_secs(10) {
@@ -610,7 +620,9 @@ pub async fn play(config: &Config, file_shown: &str, parts: &ExerciseParts, mont
         let append_client = connect(config).await?;
         let append_pid = pid_of(&append_client).await?;
         let append_task =
-            tokio::spawn(async move { append_one(&append_client, "account-0", live_id(LIVE_APPENDS), "Deposited").await });
+            tokio::spawn(
+                async move { append_one(&append_client, "account-0", live_id(LIVE_APPENDS), "Deposited").await },
+            );
         let mut append_waited = false;
         let mut seen_waiting = 0;
         let probe_started = Instant::now();
@@ -820,10 +832,9 @@ mod tests {
 
     #[test]
     fn the_template_and_the_solution_have_both_parts() {
-        for (name, sql) in [
-            ("retention.sql", super::super::EXERCISE.template),
-            ("retention.solution.sql", super::super::SOLUTION_SQL),
-        ] {
+        for (name, sql) in
+            [("retention.sql", super::super::EXERCISE.template), ("retention.solution.sql", super::super::SOLUTION_SQL)]
+        {
             let parts = ExerciseParts::parse(sql, name).unwrap();
             assert!(parts.schema.contains("PARTITION BY RANGE (recorded_at)"), "{name}");
             assert!(!parts.archive.is_empty(), "{name}");
@@ -859,7 +870,12 @@ mod tests {
 
     #[test]
     fn months_are_labelled_without_dates() {
-        let m = |offset| Month { partition: String::new(), offset, start: "2026-08-01 00:00:00+00".into(), end: String::new() };
+        let m = |offset| Month {
+            partition: String::new(),
+            offset,
+            start: "2026-08-01 00:00:00+00".into(),
+            end: String::new(),
+        };
         assert_eq!(m(-4).label(), "4 months ago");
         assert_eq!(m(-1).label(), "last month");
         assert_eq!(m(0).label(), "this month");

@@ -83,9 +83,8 @@ fn code_mask(text: &str) -> Vec<bool> {
             State::Code => match b {
                 b'\'' => {
                     // E'…' strings take backslash escapes; a lone E before the quote says so.
-                    let prefixed = i > 0
-                        && matches!(bytes[i - 1], b'e' | b'E')
-                        && (i < 2 || !is_identifier_byte(bytes[i - 2]));
+                    let prefixed =
+                        i > 0 && matches!(bytes[i - 1], b'e' | b'E') && (i < 2 || !is_identifier_byte(bytes[i - 2]));
                     state = State::Literal { backslash_escapes: prefixed };
                     mask[i] = false;
                 }
@@ -191,8 +190,7 @@ pub fn split(text: &str, first_line: usize) -> Vec<Statement> {
     let mut push = |from: usize, to: usize| {
         let piece = &text[from..to];
         // Where the code begins: the first byte that is code and not blank.
-        let Some(offset) =
-            (from..to).find(|&i| mask[i] && !text.as_bytes()[i].is_ascii_whitespace()).map(|i| i - from)
+        let Some(offset) = (from..to).find(|&i| mask[i] && !text.as_bytes()[i].is_ascii_whitespace()).map(|i| i - from)
         else {
             return;
         };
@@ -287,7 +285,8 @@ mod tests {
 
     #[test]
     fn splits_at_semicolons_outside_quotes_comments_and_dollar_bodies() {
-        let script = "-- a comment; not a statement\nSELECT 'a;b', \"c;d\";\n\n/* x; /* nested; */ y; */ SELECT $$ e; $$;\n\
+        let script =
+            "-- a comment; not a statement\nSELECT 'a;b', \"c;d\";\n\n/* x; /* nested; */ y; */ SELECT $$ e; $$;\n\
                       DO $body$ BEGIN PERFORM 1; END $body$;\nSELECT E'it\\'s; fine' AS f;\nSELECT 1";
         assert_eq!(
             texts(script),

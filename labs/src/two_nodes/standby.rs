@@ -192,10 +192,7 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
     .await?;
     let read_while_paused = follower.read(&standby).await?;
     let replay_lag_bytes: i64 = standby
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint",
-            &[],
-        )
+        .query_one("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint", &[])
         .await
         .map_err(LabError::db("measuring the replay lag"))?
         .get(0);
@@ -235,11 +232,12 @@ pub async fn run(server: &mut Server) -> Result<StandbyReport, LabError> {
     let after_promotion = &follower.got[before..];
     let positions_jumped = after_promotion.first().is_some_and(|e| e.checkpoint.position > last_before + 1);
     let read_after_promotion = Read(after_promotion.iter().map(|e| e.stream_id.clone()).collect());
-    let subscription_after_promotion = match projection.process_batch(&mut standby_session, async |_tx, _events| Ok(())).await {
-        Ok(subscription::Batch::Processed(n)) => format!("processed {n} events and stored its checkpoint"),
-        Ok(other) => format!("{other:?}"),
-        Err(e) => e.to_string(),
-    };
+    let subscription_after_promotion =
+        match projection.process_batch(&mut standby_session, async |_tx, _events| Ok(())).await {
+            Ok(subscription::Batch::Processed(n)) => format!("processed {n} events and stored its checkpoint"),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => e.to_string(),
+        };
 
     // The reader's whole history: every order once, none missed.
     let owed = first_after + AFTER_PROMOTION - 1;
