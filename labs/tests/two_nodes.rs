@@ -86,8 +86,13 @@ fn check_invariants(r: &TwoNodesReport) {
     assert!(stamped.missed.is_empty() && stamped.in_commit_order, "stamped ids must deliver all in order:\n{c}");
 }
 
-/// The text, with what truly varies (WAL byte counts) redacted.
+/// The text, with what truly varies (WAL byte counts) redacted. The book shows the run on the
+/// kit's PostgreSQL, 15; on another major (LABS_PG_BIN) the invariants above are what is checked.
 fn assert_run_snapshot(report: &TwoNodesReport) {
+    if report.postgres_major != 15 {
+        eprintln!("PostgreSQL {}: the text is pinned on 15 only; the invariants held", report.postgres_major);
+        return;
+    }
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\d+ bytes", "[N] bytes");
     settings.bind(|| insta::assert_snapshot!("run_text", report.to_string()));
