@@ -204,6 +204,20 @@ async fn a_table_partitioned_by_stream_is_refused_with_the_reason() {
     assert!(report.checks[0].detail.contains("by hash on (stream_id)"), "{}", report.checks[0].detail);
 }
 
+/// A schema that brings its own copy of the store's table: told that the lab adds it.
+#[tokio::test]
+async fn a_schema_with_its_own_subscriptions_table_is_told_the_lab_adds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("retention.sql");
+    let sql = two_nodes::SOLUTION_SQL
+        .replace("-- ==== ARCHIVE ====", "CREATE TABLE subscriptions (name text);\n-- ==== ARCHIVE ====");
+    std::fs::write(&path, sql).unwrap();
+    let file = ExerciseFile::read(path, "retention.sql".into()).unwrap();
+    let (report, _) = check_file(&file).await;
+    assert_eq!(failing(&report), ["loads"], "\n{report}");
+    assert!(report.checks[0].detail.contains("remove them from the SCHEMA part"), "{}", report.checks[0].detail);
+}
+
 #[test]
 fn the_exercise_is_registered_with_its_file() {
     let exercise = TwoNodes.exercise().unwrap();

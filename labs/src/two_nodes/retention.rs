@@ -235,10 +235,19 @@ pub async fn set_up(
         ))));
     }
     if let Err(e) = client.batch_execute(&store_contract_sql()?).await {
-        return Ok(Err(SetupFailure::Contract(format!(
-            "the store's append_to_stream, read_all_after and subscriptions do not fit this events table: {}",
-            crate::store::server_message(&e)
-        ))));
+        let already = matches!(e.code().map(|c| c.code()), Some("42P07" | "42723"));
+        return Ok(Err(SetupFailure::Contract(if already {
+            format!(
+                "{}: the lab adds append_to_stream, read_all_after and subscriptions itself, from \
+                 labs/src/store/schema.sql; remove them from the SCHEMA part",
+                crate::store::server_message(&e)
+            )
+        } else {
+            format!(
+                "the store's append_to_stream, read_all_after and subscriptions do not fit this events table: {}",
+                crate::store::server_message(&e)
+            )
+        })));
     }
     Ok(Ok(()))
 }
