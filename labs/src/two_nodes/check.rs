@@ -229,6 +229,16 @@ pub fn judge(o: &Outcome, shown: &str) -> Vec<Check> {
             "the later months hold {} events after the archive, not {}: it removed more than the oldest month",
             o.later_months_rows, o.later_months_expected
         )
+    } else if after.attached && run.detach_pending {
+        format!(
+            "{} is still a partition of events, left DETACH PENDING (see archive-runs)",
+            o.undated(&oldest.partition)
+        )
+    } else if after.attached && after.rows_in_events > 0 {
+        format!(
+            "the month is still in events ({} rows): the ARCHIVE part did not remove it (see archive-runs)",
+            after.rows_in_events
+        )
     } else if after.attached {
         format!(
             "{} is still a partition of events ({} kB, {} rows visible): DELETE leaves dead rows that hold the space \
