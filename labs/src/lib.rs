@@ -73,6 +73,7 @@ pub mod rng;
 pub mod schema_sketch;
 pub mod settings;
 pub mod store;
+pub mod two_nodes;
 pub mod wal_race;
 
 pub use error::{Exit, LabError};
@@ -89,4 +90,5 @@ pub static LABS: &[&dyn AnyLab] = &[
     &reflection_wall::ReflectionWall,
     &outbox_relay::OutboxRelay,
     &replay_clock::ReplayClock,
+    &two_nodes::TwoNodes,
 ];

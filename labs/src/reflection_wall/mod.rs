@@ -248,6 +248,38 @@ pub const MENU: &[Change] = &[
         evidence: "cargo labs check replay-clock --solution",
         first_step: "SELECT stream_id, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
     },
+    Change {
+        id: "keys-outside-partitions",
+        change: "Before partitioning events by month, move the keys no month can hold (event id, stream version) into a table that is not partitioned",
+        pain: "a retried event or a second writer stored twice, a month apart, under keys PostgreSQL accepted",
+        activity: "two-nodes",
+        evidence: "cargo labs check two-nodes --solution",
+        first_step: "list the events table's unique constraints next to the partition key you plan",
+    },
+    Change {
+        id: "archive-by-detach",
+        change: "Archive a month with DETACH PARTITION ... CONCURRENTLY, COPY and DROP, only once every subscription has read past it",
+        pain: "a DELETE that leaves the space behind, a plain DETACH that stops every append, a month gone before a consumer read it",
+        activity: "two-nodes",
+        evidence: "cargo labs run two-nodes",
+        first_step: "SELECT name, checkpoint, updated_at FROM subscriptions ORDER BY updated_at: how far back is the slowest?",
+    },
+    Change {
+        id: "standby-readers",
+        change: "Serve read-only consumers from a hot standby with the same watermark read; keep their checkpoints and LISTEN on the primary",
+        pain: "a consumer moved to a replica that fails on its first checkpoint write or LISTEN",
+        activity: "two-nodes",
+        evidence: "cargo labs run two-nodes",
+        first_step: "SELECT application_name, replay_lag FROM pg_stat_replication",
+    },
+    Change {
+        id: "stamp-on-apply",
+        change: "On a logical replica, publish the events without transaction_id and let the subscriber stamp its own at apply",
+        pain: "a consumer on a logical replica that skips an event applied late",
+        activity: "two-nodes",
+        evidence: "cargo labs run two-nodes",
+        first_step: "SELECT pubname, attnames FROM pg_publication_tables WHERE tablename = 'events'",
+    },
 ];
 
 /// The sticky prompt, exactly as the chapter and the wall use it.
