@@ -128,7 +128,9 @@ impl Preprocessor for CoursePreprocessor {
         "course"
     }
 
-    fn run(&self, _ctx: &PreprocessorContext, mut book: Book) -> mdbook::errors::Result<Book> {
+    fn run(&self, ctx: &PreprocessorContext, mut book: Book) -> mdbook::errors::Result<Book> {
+        let src = ctx.root.join(&ctx.config.book.src);
+        let mut figure_errors: Vec<String> = Vec::new();
         let mut removed = match self.edition {
             Edition::Attendee => remove_solution_pages(&mut book.sections),
             Edition::Full => HashSet::new(),
@@ -158,6 +160,11 @@ impl Preprocessor for CoursePreprocessor {
             };
             let cards = output_path.get(Path::new(run_sheet::CARDS_PAGE)).map(|p| relative_link(dir, p));
             ch.content = run_sheet::expand(&ch.content, &self.course, &self.cohort, &chapter_link, cards.as_deref());
+            // Figures quoted from the labs' saved runs (figures.rs): read, never retyped.
+            match crate::figures::expand(&ch.content, &src.join(dir)) {
+                Ok(content) => ch.content = content,
+                Err(e) => figure_errors.push(format!("{}: {e}", page.display())),
+            }
             if ch.content.contains(COHORT_DIRECTIVE) {
                 ch.content = ch.content.replace(COHORT_DIRECTIVE, &run_sheet::cohort_line(&self.course, &self.cohort));
             }
@@ -185,6 +192,9 @@ impl Preprocessor for CoursePreprocessor {
                 }
             });
         });
+        if !figure_errors.is_empty() {
+            return Err(anyhow::anyhow!("{}", figure_errors.join("\n")));
+        }
         Ok(book)
     }
 }

@@ -10,6 +10,7 @@ mod browser;
 mod bundle;
 mod check;
 mod external_links;
+mod figures;
 mod handouts;
 mod links;
 mod markdown;
