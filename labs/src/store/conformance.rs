@@ -1228,18 +1228,13 @@ async fn stream_order(h: &Harness<'_>) -> Result<Check, StoreError> {
                  gave it a transaction id older than the teller's. {}",
                 shown.join(", "),
                 if h.lock_streams {
-                    "Make append_to_stream refuse a transaction that already has an id unless it locked the stream first"
+                    "lock_streams was called first, so it does not take the lock append_to_stream waits for: make it \
+                     take the same locks"
                 } else {
                     "Take every stream's lock before the transaction's first write: define lock_streams(text[]) and \
                      make append_to_stream refuse a transaction that has written without it"
                 }
             ),
-        ));
-    }
-    if bob.len() != 3 {
-        return Ok(fail(
-            STREAM_ORDER,
-            format!("read_all_after returns {} events of c10-bob; 3 were committed", bob.len()),
         ));
     }
     Ok(pass(
@@ -1346,7 +1341,9 @@ async fn racing_writers(h: &Harness<'_>) -> Result<Check, StoreError> {
 }
 
 /// Replaying from the start, in small batches through the checkpoints, gives the same events in
-/// the same order as one big read, and every stream reads as versions 1, 2, 3... in order.
+/// the same order as one big read, and every stream written one append at a time (by the checks
+/// before) reads as versions 1, 2, 3... in order. The streams of the concurrent checks are left to
+/// them: concurrent-readers and stream-order say what went wrong there, and why.
 async fn replay_in_order(h: &Harness<'_>) -> Result<Check, StoreError> {
     let client = h.server.connect().await?;
     h.settle().await;
@@ -1366,7 +1363,8 @@ async fn replay_in_order(h: &Harness<'_>) -> Result<Check, StoreError> {
         ));
     }
     let mut next: HashMap<&str, i64> = HashMap::new();
-    for (_, _, stream, version, _) in &whole {
+    let concurrent = |stream: &str| stream.starts_with("c8-") || stream.starts_with("c10-");
+    for (_, _, stream, version, _) in whole.iter().filter(|row| !concurrent(&row.2)) {
         let expected = next.entry(stream.as_str()).or_insert(1);
         if *version != *expected {
             return Ok(fail(
@@ -1378,7 +1376,11 @@ async fn replay_in_order(h: &Harness<'_>) -> Result<Check, StoreError> {
     }
     Ok(pass(
         REPLAY_IN_ORDER,
-        format!("{} streams replay from the start as versions 1, 2, 3..., in batches or in one read", next.len()),
+        format!(
+            "the same {} events in batches of 7 as in one read; {} streams written one append at a time replay as versions 1, 2, 3...",
+            whole.len(),
+            next.len()
+        ),
     ))
 }
 
