@@ -575,6 +575,13 @@ async fn the_fast_path_appends_only_plain_successes_and_leaves_the_rest_to_appen
     held.commit().await.unwrap();
     assert_eq!(waiting.await.unwrap(), 4);
     assert_eq!(read_stream(&client, "account-f", 1, 100).await.unwrap().len(), 4);
+    // The same, prepared once for a session that appends many times.
+    let appender = store::append::Appender::prepare(&client).await.unwrap();
+    assert_eq!(appender.append(&client, "account-h", ExpectedVersion::NoStream, &deposit(10, 1)).await.unwrap(), 1);
+    assert_eq!(appender.append(&client, "account-h", ExpectedVersion::NoStream, &deposit(10, 1)).await.unwrap(), 1);
+    let stale = appender.append(&client, "account-h", ExpectedVersion::NoStream, &deposit(11, 1)).await.unwrap_err();
+    assert!(matches!(stale, StoreError::VersionConflict { actual: 1, .. }), "{stale:?}");
+    assert_eq!(read_stream(&client, "account-h", 1, 100).await.unwrap().len(), 1);
     server.shutdown().await.unwrap();
 }
 

@@ -66,6 +66,50 @@ pub async fn append_fast(
     Ok(row.first().map(|r| r.get(0)))
 }
 
+/// The single-event append for a session that appends many times: the fast path prepared once
+/// on the session's connection, so the server plans it once instead of at every call (what
+/// drivers with a statement cache do). [`append`] sends the statement unprepared, in one round
+/// trip, and the server plans it every time.
+pub struct Appender {
+    fast: tokio_postgres::Statement,
+}
+
+impl Appender {
+    /// Prepares the fast path on `client`'s connection. Use the appender only with that
+    /// connection (or a transaction on it): a prepared statement lives in one session.
+    pub async fn prepare(client: &impl GenericClient) -> Result<Appender, StoreError> {
+        let types = [Type::TEXT, Type::INT8, Type::UUID, Type::TEXT, Type::JSONB, Type::JSONB];
+        let fast = client
+            .prepare_typed(FAST_APPEND_SQL, &types)
+            .await
+            .map_err(StoreError::db("preparing the fast path (fast_append.sql)"))?;
+        Ok(Appender { fast })
+    }
+
+    /// [`append`] of one event through the prepared fast path, falling back to
+    /// `append_to_stream` as `append` does.
+    pub async fn append(
+        &self,
+        client: &impl GenericClient,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        event: &NewEvent,
+    ) -> Result<i64, StoreError> {
+        let expected_value = expected.to_sql_value();
+        let rows = client
+            .query(
+                &self.fast,
+                &[&stream_id, &expected_value, &event.event_id, &event.event_type, &event.data, &event.metadata],
+            )
+            .await
+            .map_err(|e| StoreError::from_db(e, format!("appending to {stream_id}"), expected, &[event.event_id]))?;
+        match rows.first() {
+            Some(row) => Ok(row.get(0)),
+            None => append_with_function(client, stream_id, expected, std::slice::from_ref(event)).await,
+        }
+    }
+}
+
 /// Every append through `append_to_stream`, the contract's function.
 pub async fn append_with_function(
     client: &impl GenericClient,
