@@ -39,10 +39,9 @@ fn check<'r>(report: &'r VerifyReport, id: &str) -> &'r labs::store::conformance
 /// Counts under random load vary from run to run; the checks' verdicts and reasons do not.
 fn assert_verify_snapshot(name: &str, report: &VerifyReport) {
     let mut settings = insta::Settings::clone_current();
-    settings.add_filter(
-        r"reader (\d): \d+ missed, \d+ twice, \d+ out of stream order",
-        "reader $1: [N] missed, [N] twice, [N] out of stream order",
-    );
+    // Which readers missed what under random load varies, and whether a reader saw anything
+    // wrong besides the scripted skip: the lines go, the summary above them stays.
+    settings.add_filter(r"\n +reader \d: \d+ missed, \d+ twice, \d+ out of stream order", "");
     settings.add_filter(r"\d+ of (\d+) acknowledged appends", "[N] of $1 acknowledged appends");
     settings.add_filter(r"\d+ appends failed, e\.g\. .*", "[N] appends failed, e.g. [an error]");
     settings.add_filter(r"only after \d+ ms", "only after [N] ms");

@@ -112,7 +112,7 @@ const LOCK_SIGNATURE: &str = "lock_streams(text[])";
 /// How long a reader may take to return a committed event before the checks call it missing.
 const VISIBILITY_BOUND: Duration = Duration::from_secs(3);
 /// How long a scripted append may run before the script treats it as waiting and carries on.
-const STEP_SETTLE: Duration = Duration::from_secs(1);
+const STEP_SETTLE: Duration = Duration::from_secs(3);
 /// How long the script waits for readers to return events before it commits the transaction
 /// that will land behind them (longer when the reader was measured to return events late).
 const READERS_CATCH_UP: Duration = Duration::from_millis(1500);
@@ -330,7 +330,7 @@ impl Harness<'_> {
                 .map_err(db("watching a scripted session"))?
                 .get(0);
             if (waiting && !task.is_finished()) || started.elapsed() > STEP_SETTLE {
-                return Ok(Step::Waiting(task));
+                return Ok(Step::Waiting { task, on_a_lock: waiting });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -340,7 +340,7 @@ impl Harness<'_> {
     async fn finish<T>(&self, session: &Session, what: &str, step: Step<T>) -> T {
         match step {
             Step::Done(value) => value,
-            Step::Waiting(task) => {
+            Step::Waiting { task, .. } => {
                 self.wait_for(format!("{} to {what}", session.name));
                 task.await.expect("a scripted step panicked")
             }
@@ -366,15 +366,19 @@ struct Session {
     pid: i32,
 }
 
-/// A scripted step: finished, or still running (waiting for a lock, most likely).
+/// A scripted step: finished, or still running, seen waiting for a lock or not.
 enum Step<T> {
     Done(T),
-    Waiting(JoinHandle<T>),
+    Waiting { task: JoinHandle<T>, on_a_lock: bool },
 }
 
 impl<T> Step<T> {
     fn waiting(&self) -> bool {
-        matches!(self, Step::Waiting(_))
+        matches!(self, Step::Waiting { .. })
+    }
+
+    fn waiting_on_a_lock(&self) -> bool {
+        matches!(self, Step::Waiting { on_a_lock: true, .. })
     }
 }
 
@@ -819,9 +823,13 @@ async fn concurrent_readers(h: &Harness<'_>) -> Result<Check, StoreError> {
             tokio::spawn(async move { read_until_done(config, done, d).await })
         })
         .collect();
-    // The readers' catch-up wait covers twice what the reader was measured to need.
-    let catch_up =
-        READERS_CATCH_UP.max(h.visibility_delay().map_or(Duration::ZERO, |d| d * 2 + Duration::from_millis(500)));
+    // How long the script waits for the readers to return an event before it commits the
+    // transaction that lands behind it: for a reader measured to return events late, several
+    // times that delay (the readers poll on a busy machine too); otherwise a fixed while.
+    let catch_up = match h.visibility_delay() {
+        Some(delay) => (delay * 4 + Duration::from_secs(2)).clamp(READERS_CATCH_UP, Duration::from_secs(15)),
+        None => READERS_CATCH_UP,
+    };
     let all_returned = |ids: &[Uuid]| {
         delivered.iter().all(|d| {
             let d = d.lock().expect("delivered");
@@ -847,9 +855,8 @@ async fn concurrent_readers(h: &Harness<'_>) -> Result<Check, StoreError> {
         let (client, e, path) = (other.client.clone(), early_event.clone(), h.options.append_path);
         h.start(&other, "append to c8-s0", async move { try_append(&client, path, "c8-s0", None, &[e]).await }).await?
     };
-    if other_append.waiting() {
-        serialised = true;
-    } else {
+    serialised |= other_append.waiting_on_a_lock();
+    if !other_append.waiting() {
         h.wait_for("the readers to return the event committed after the late writer's");
         let waited = Instant::now();
         while !all_returned(&[early_event.0]) && waited.elapsed() < catch_up {
@@ -898,7 +905,7 @@ async fn concurrent_readers(h: &Harness<'_>) -> Result<Check, StoreError> {
         )
         .await?
     };
-    serialised |= middle_append.waiting();
+    serialised |= middle_append.waiting_on_a_lock();
     let credit_append = {
         let (client, e, path) = (transfer.client.clone(), credit.clone(), h.options.append_path);
         h.start(&transfer, "append to c8-to", async move { try_append(&client, path, "c8-to", None, &[e]).await })
@@ -1196,7 +1203,7 @@ async fn stream_order(h: &Harness<'_>) -> Result<Check, StoreError> {
         let next = loop {
             let finished = pending.iter().position(|(_, step)| match step {
                 Step::Done(_) => true,
-                Step::Waiting(task) => task.is_finished(),
+                Step::Waiting { task, .. } => task.is_finished(),
             });
             match finished {
                 Some(i) => break i,
