@@ -5,8 +5,10 @@
 --   reloads and decides again. The credit expects any version: a credit never breaks a rule.
 -- - ES409 is not caught here: a conflict is not a refusal.
 -- - Both appends run in the caller's transaction, so both sides commit or neither does.
--- - The two streams are appended in stream-id order, so two opposite transfers take the two
---   stream locks in the same order and cannot deadlock.
+-- - lock_streams takes both streams' locks in one call, in one fixed order, before anything is
+--   written: two opposite transfers cannot deadlock, and each stream reaches readers in version
+--   order (the store's order rule, labs/src/store/schema.sql). It comes after the decision, so
+--   the decision holds no lock; the debit's expected version catches what changed meanwhile.
 
 CREATE OR REPLACE FUNCTION transfer(
     p_transfer_id  uuid,
@@ -18,7 +20,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     sender   account_state := load_account(p_from);
     receiver account_state := load_account(p_to);
-    debit_first boolean := 'account-' || p_from < 'account-' || p_to;
 BEGIN
     IF p_amount_cents <= 0 THEN
         RETURN 'the amount must be positive';
@@ -33,20 +34,14 @@ BEGIN
                       p_from, to_char(sender.balance_cents / 100.0, 'FM999999990.00'));
     END IF;
 
-    IF NOT debit_first THEN
-        PERFORM append_to_stream('account-' || p_to, NULL,
-            ARRAY[transfer_event_id(p_transfer_id, 'received')], ARRAY['TransferReceived'],
-            ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'from', p_from, 'amount_cents', p_amount_cents)], NULL);
-    END IF;
+    PERFORM lock_streams(ARRAY['account-' || p_from, 'account-' || p_to]);
     -- The rule was checked at sender.version: the debit is valid only there.
     PERFORM append_to_stream('account-' || p_from, sender.version,
         ARRAY[transfer_event_id(p_transfer_id, 'sent')], ARRAY['TransferSent'],
         ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'to', p_to, 'amount_cents', p_amount_cents)], NULL);
-    IF debit_first THEN
-        PERFORM append_to_stream('account-' || p_to, NULL,
-            ARRAY[transfer_event_id(p_transfer_id, 'received')], ARRAY['TransferReceived'],
-            ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'from', p_from, 'amount_cents', p_amount_cents)], NULL);
-    END IF;
+    PERFORM append_to_stream('account-' || p_to, NULL,
+        ARRAY[transfer_event_id(p_transfer_id, 'received')], ARRAY['TransferReceived'],
+        ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'from', p_from, 'amount_cents', p_amount_cents)], NULL);
     RETURN NULL;
 END
 $$;

@@ -10,11 +10,16 @@
 --       the account 'account-' || name as its stream says now, and the version it was read at
 --   append_to_stream(stream_id, expected_version, event_ids uuid[], types text[], data jsonb[], metadata jsonb[])
 --       expected_version: NULL any; 0 no stream yet; N exactly N, else it raises ES409
+--   lock_streams(stream_ids text[])
+--       takes the locks of every stream the transaction appends to, in one fixed order, before
+--       anything is written. The store refuses (ES428) an append to a second stream that was
+--       not locked before the transaction's first write: that append could reach readers out of
+--       its stream's order (labs/src/store/schema.sql explains why).
 --   transfer_event_id(transfer_id, side) -> uuid: the same ids every time for one transfer
 --
 -- As written it looks right and passes any test that calls it once: it loads both accounts,
--- checks the overdraft rule, and appends the debit and the credit. Under concurrency it
--- overdraws accounts; the check shows you how, every time.
+-- checks the overdraft rule, locks both streams and appends the debit and the credit. Under
+-- concurrency it overdraws accounts; the check shows you how, every time.
 --
 -- Your task: change it until `labs check schema-sketch` passes. Save; run the check again.
 --
@@ -23,9 +28,9 @@
 --    should the debit's append say about that version?
 -- 2. A conflict is not a refusal: let ES409 reach the caller, which reloads and decides again.
 --    Catching it and returning a reason refuses transfers the account could afford.
--- 3. Each append holds its stream's lock until the transaction ends. Two opposite transfers
---    (alice -> bob, bob -> alice) that lock in opposite orders wait for each other for ever:
---    "deadlock detected". Append to the two streams in one fixed order (by stream id).
+-- 3. Keep lock_streams as it is: one call with both streams, after the decision. Locking the
+--    sender alone while deciding, then the receiver, makes two opposite transfers (alice -> bob,
+--    bob -> alice) wait for each other for ever: "deadlock detected".
 
 CREATE OR REPLACE FUNCTION transfer(
     p_transfer_id  uuid,    -- the request's id
@@ -51,6 +56,8 @@ BEGIN
                       p_from, to_char(sender.balance_cents / 100.0, 'FM999999990.00'));
     END IF;
 
+    -- Both streams' locks, in one call, before anything is written (the store's order rule).
+    PERFORM lock_streams(ARRAY['account-' || p_from, 'account-' || p_to]);
     PERFORM append_to_stream('account-' || p_from, NULL,
         ARRAY[transfer_event_id(p_transfer_id, 'sent')], ARRAY['TransferSent'],
         ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'to', p_to, 'amount_cents', p_amount_cents)], NULL);

@@ -81,7 +81,7 @@ impl EventRow {
 
     /// Where a consumer is after this event.
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint { transaction_id: self.transaction_id, position: self.position }
+        Checkpoint { transaction_id: self.transaction_id, position: self.position, ..Checkpoint::START }
     }
 }
 

@@ -6,10 +6,13 @@
 //! - the conflict caught inside the function and turned into a refusal: a deposit that commits
 //!   while the transfer decides makes it refuse a transfer the sender can afford
 //!   (`conflict-retried`);
-//! - the two streams appended in request order: two opposite transfers deadlock
+//! - the two streams locked one at a time, in request order: two opposite transfers deadlock
 //!   (`opposite-transfers`);
+//! - no lock_streams before the two appends: the store refuses the second (ES428, its order
+//!   rule), so no transfer goes through (`plain-transfer`);
 //! - no overdraft rule, or no check that both accounts exist (`overdraft-rule`,
 //!   `unknown-account`);
+//!
 //! then tellers transfer at random, at once, and money must be kept (`concurrent-tellers`).
 
 use std::collections::HashMap;
@@ -82,6 +85,7 @@ pub async fn check(server: &Server, file: &ExerciseFile) -> Result<CheckReport, 
     let checks = match install(&client, file).await? {
         Some(failed) => vec![failed],
         None => vec![
+            plain_transfer(server).await?,
             overdraft_rule(server).await?,
             unknown_account(server).await?,
             withdrawal_race(server).await?,
@@ -148,6 +152,39 @@ async fn finished(
             LabError::Exercise("a transfer did not finish within 10 s of the last commit it waited for".into())
         })?
         .map_err(LabError::from)?
+}
+
+/// A transfer the sender can pay, nothing else running: done in one call, both sides written.
+async fn plain_transfer(server: &Server) -> Result<Check, LabError> {
+    let mut client = server.connect().await?;
+    open(&client, "olga", 5_000, 20).await?;
+    open(&client, "pete", 0, 21).await?;
+    let outcome = bank::transfer(&mut client, &request(id(22, 1), "olga", "pete", 2_000)).await?;
+    let olga = bank::load(&client, "olga").await?;
+    let pete = bank::load(&client, "pete").await?;
+    let passed = matches!(outcome, TransferOutcome::Done { attempts: 1 })
+        && (olga.balance_cents, pete.balance_cents) == (3_000, 2_000)
+        && (olga.version, pete.version) == (3, 3);
+    let detail = match &outcome {
+        TransferOutcome::Failed { sqlstate, error } if sqlstate == store::SQLSTATE_STREAM_NOT_LOCKED => format!(
+            "the transfer failed: {error}. A transaction that appends to two streams takes both locks first: \
+             PERFORM lock_streams(ARRAY['account-' || p_from, 'account-' || p_to]) before the first append"
+        ),
+        _ => format!(
+            "the transfer said {}; olga holds {} (v{}), pete {} (v{})",
+            said(&outcome),
+            money(olga.balance_cents),
+            olga.version,
+            money(pete.balance_cents),
+            pete.version
+        ),
+    };
+    Ok(Check::new(
+        "plain-transfer",
+        "20.00 from an account holding 50.00, nothing else running: both sides written",
+        passed,
+        detail,
+    ))
 }
 
 /// A transfer larger than the balance: refused, nothing written.
@@ -266,8 +303,9 @@ async fn conflict_retried(server: &Server) -> Result<Check, LabError> {
 
 /// Two opposite transfers, grace -> heidi and heidi -> grace, at once. The script holds heidi's
 /// stream lock, lets the heidi -> grace transfer queue for it first, then the other; then lets
-/// go. Transfers that lock their streams in request order now hold one lock each and wait for
-/// the other's: a deadlock, on every run. In stream-id order, one simply waits for the other.
+/// go. Transfers that lock their streams one at a time in request order now hold one lock each
+/// and wait for the other's: a deadlock, on every run. With both in one lock_streams call (one
+/// fixed order), one simply waits for the other.
 async fn opposite_transfers(server: &Server) -> Result<Check, LabError> {
     let setup = server.connect().await?;
     open(&setup, "grace", 10_000, 8).await?;
@@ -287,8 +325,9 @@ async fn opposite_transfers(server: &Server) -> Result<Check, LabError> {
         outcomes.iter().any(|o| matches!(o, TransferOutcome::Failed { sqlstate, .. } if sqlstate == "40P01"));
     let passed = outcomes.iter().all(|o| matches!(o, TransferOutcome::Done { .. }));
     let detail = if deadlocked {
-        "\"deadlock detected\": each transfer held one stream's lock and waited for the other's. Append to the \
-         two streams in one fixed order, by stream id, whatever the direction of the transfer"
+        "\"deadlock detected\": each transfer held one stream's lock and waited for the other's. Lock both \
+         streams in one call, lock_streams(ARRAY[...both...]), which takes them in one fixed order whatever the \
+         direction of the transfer"
             .to_string()
     } else {
         format!("heidi -> grace said {}; grace -> heidi said {}", said(&outcomes[0]), said(&outcomes[1]))

@@ -5,7 +5,9 @@
 //! append shapes), a plain single-row INSERT per transaction (for one event per transaction:
 //! the store's checks must not cost group commit), and `position > checkpoint` (for the
 //! watermark reader). Every figure is the median of `runs`; the shapes run in turn within each
-//! run, each after a TRUNCATE and a CHECKPOINT so each starts from the same state.
+//! run, each after a TRUNCATE and a CHECKPOINT so each starts from the same state. Then
+//! `pgbench.rs` runs the single-event appends as prepared statements on the server, decomposed,
+//! with and without the order rule.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -66,8 +68,18 @@ pub struct BenchReport {
     pub fsync: String,
     pub synchronous_commit: String,
     pub runs: usize,
+    /// /proc/loadavg when the run started and when it ended (Linux): figures from a loaded
+    /// machine compare only within the run.
+    pub load_average: Option<(String, String)>,
     pub shapes: Vec<ShapeResult>,
+    /// The same appends as prepared statements on the server (pgbench), when it is installed.
+    pub pgbench: Option<super::pgbench::PgbenchReport>,
     pub watermark_stall: WatermarkStall,
+}
+
+/// The 1, 5 and 15 minute load averages, and the runnable and total processes.
+fn load_average() -> Option<String> {
+    std::fs::read_to_string("/proc/loadavg").ok().map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
 }
 
 impl BenchReport {
@@ -76,10 +88,12 @@ impl BenchReport {
             "labs bench store: {} (fsync {}, synchronous_commit {}), median of {} runs\n\n",
             self.server, self.fsync, self.synchronous_commit, self.runs
         );
-        out += &format!(
-            "{:<34} {:>7} {:>8} {:>10} {:>9}  {:<26} {}\n",
-            "shape", "writers", "events", "events/s", "WAL B/ev", "ratio to ceiling", "target"
-        );
+        if !self.shapes.is_empty() {
+            out += &format!(
+                "{:<34} {:>7} {:>8} {:>10} {:>9}  {:<26} {}\n",
+                "shape", "writers", "events", "events/s", "WAL B/ev", "ratio to ceiling", "target"
+            );
+        }
         for s in &self.shapes {
             let ratio = match (s.ratio_to_ceiling, s.ceiling) {
                 (Some(r), Some(c)) => format!("{:>5.0}% of {c}", r * 100.0),
@@ -94,6 +108,12 @@ impl BenchReport {
                 "{:<34} {:>7} {:>8} {:>10.0} {:>9.0}  {:<26} {}\n",
                 s.shape, s.writers, s.events, s.events_per_second, s.wal_bytes_per_event, ratio, target
             );
+        }
+        if let Some((start, end)) = &self.load_average {
+            out += &format!("\nLoad average (1, 5, 15 min; runnable/total): {start} at the start, {end} at the end.\n");
+        }
+        if let Some(p) = &self.pgbench {
+            out += &p.render();
         }
         let w = &self.watermark_stall;
         out += &format!(
@@ -122,6 +142,7 @@ id_enum! {
     pub enum Shape {
         CopyCeiling = "copy",
         Bulk = "bulk",
+        InsertSingle1 = "insert-1",
         InsertSingle16 = "insert-16",
         AppendSingle1 = "append-1",
         AppendSingle16 = "append-16",
@@ -129,6 +150,7 @@ id_enum! {
         AppendBatch100x4 = "batch100-4",
         ReadNaive = "read-naive",
         ReadWatermark = "read-watermark",
+        Pgbench = "pgbench",
     }
 }
 
@@ -137,13 +159,14 @@ impl Shape {
         match self {
             Shape::CopyCeiling => "plain COPY (ceiling)",
             Shape::Bulk => "bulk path (COPY + checks)",
-            Shape::InsertSingle16 => "plain INSERT, 1 event/tx (ceiling)",
-            Shape::AppendSingle1 => "append, 1 event/tx",
-            Shape::AppendSingle16 => "append, 1 event/tx",
+            Shape::InsertSingle1 | Shape::InsertSingle16 => "plain INSERT, 1 event/tx (ceiling)",
+            Shape::AppendSingle1 => "append, 1 event/tx (fast path)",
+            Shape::AppendSingle16 => "append, 1 event/tx (fast path)",
             Shape::AppendBatch100x1 => "append, batches of 100",
             Shape::AppendBatch100x4 => "append, batches of 100",
             Shape::ReadNaive => "read: position > checkpoint (ceiling)",
             Shape::ReadWatermark => "read: watermark (store reader)",
+            Shape::Pgbench => "pgbench: the appends on the server",
         }
     }
     fn writers(self) -> usize {
@@ -160,15 +183,27 @@ impl Shape {
             Shape::AppendBatch100x1 => Some((Shape::CopyCeiling, 0.4)),
             Shape::AppendBatch100x4 => Some((Shape::CopyCeiling, 0.8)),
             Shape::AppendSingle16 => Some((Shape::InsertSingle16, 0.9)),
-            Shape::AppendSingle1 => Some((Shape::CopyCeiling, 0.0)),
-            Shape::InsertSingle16 => Some((Shape::CopyCeiling, 0.0)),
+            Shape::AppendSingle1 => Some((Shape::InsertSingle1, 0.9)),
+            Shape::InsertSingle1 | Shape::InsertSingle16 => Some((Shape::CopyCeiling, 0.0)),
             Shape::ReadWatermark => Some((Shape::ReadNaive, 0.8)),
-            Shape::CopyCeiling | Shape::ReadNaive => None,
+            Shape::CopyCeiling | Shape::ReadNaive | Shape::Pgbench => None,
         }
     }
 }
 
-const SHAPES: &[Shape] = Shape::ALL;
+/// The shapes measured through the Rust client; pgbench has its own module.
+const SHAPES: &[Shape] = &[
+    Shape::CopyCeiling,
+    Shape::Bulk,
+    Shape::InsertSingle1,
+    Shape::InsertSingle16,
+    Shape::AppendSingle1,
+    Shape::AppendSingle16,
+    Shape::AppendBatch100x1,
+    Shape::AppendBatch100x4,
+    Shape::ReadNaive,
+    Shape::ReadWatermark,
+];
 
 /// Runs every shape `runs` times on `server` and reports medians and ratios.
 pub async fn run(
@@ -189,6 +224,7 @@ pub async fn run(
         .batch_execute("ALTER TABLE events SET (autovacuum_enabled = false)")
         .await
         .map_err(db("turning autovacuum off for the benchmark's table"))?;
+    let load_at_start = load_average();
     let fsync = setting("fsync").await.map_err(db("SHOW fsync"))?;
     let synchronous_commit = setting("synchronous_commit").await.map_err(db("SHOW synchronous_commit"))?;
     let scaled = |n: f64| ((n * options.scale).round() as u64).max(1);
@@ -239,6 +275,7 @@ pub async fn run(
             let events = match shape {
                 Shape::CopyCeiling => copy_ceiling(clients, scaled(100_000.0)).await?,
                 Shape::Bulk => bulk(clients, scaled(100_000.0)).await?,
+                Shape::InsertSingle1 => single(clients, scaled(2_500.0), true).await?,
                 Shape::InsertSingle16 => single(clients, scaled(1_000.0), true).await?,
                 Shape::AppendSingle1 => single(clients, scaled(2_500.0), false).await?,
                 Shape::AppendSingle16 => single(clients, scaled(1_000.0), false).await?,
@@ -246,6 +283,7 @@ pub async fn run(
                 Shape::AppendBatch100x4 => batches(clients, scaled(150.0)).await?,
                 Shape::ReadNaive => read_all(clients, false).await?,
                 Shape::ReadWatermark => read_all(clients, true).await?,
+                Shape::Pgbench => unreachable!("pgbench runs in pgbench.rs, not in this loop"),
             };
             let elapsed = started.elapsed();
             let wal: i64 = admin
@@ -306,6 +344,13 @@ pub async fn run(
             meets_target: target.zip(ratio).map(|(t, r)| r >= t),
         });
     }
+    let pgbench = if options.only.is_empty() || options.only.contains(&Shape::Pgbench) {
+        let seconds = super::pgbench::seconds_per_point(options.scale);
+        progress(&format!("pgbench: about {} s more", super::pgbench::estimate(options.runs, seconds).as_secs()));
+        super::pgbench::run(server, &admin, options.runs, seconds, &mut progress).await?
+    } else {
+        None
+    };
     progress("the watermark's cost: an open transaction in another database");
     let watermark_stall = watermark_stall(server, &admin).await?;
     Ok(BenchReport {
@@ -313,7 +358,9 @@ pub async fn run(
         fsync,
         synchronous_commit,
         runs: options.runs,
+        load_average: load_at_start.zip(load_average()),
         shapes,
+        pgbench,
         watermark_stall,
     })
 }
@@ -366,36 +413,39 @@ async fn fill(server: &Server, events: u64) -> Result<(), StoreError> {
 }
 
 /// `writers` sessions, each committing one event per transaction to its own ten streams, with
-/// the expected version checked (the store) or as a bare INSERT (the ceiling).
+/// the expected version checked (the store's fast path) or as a bare INSERT (the ceiling). Both
+/// statements are prepared once per session, as a driver's statement cache would, so neither
+/// pays for planning at every call.
 async fn single(clients: Vec<Client>, per_writer: u64, plain_insert: bool) -> Result<u64, StoreError> {
     let mut tasks = Vec::new();
     for (w, client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let prefix = Uuid::from_u128(NEXT_ID.fetch_add(1, Ordering::Relaxed) as u128).simple().to_string();
+            let insert = client
+                .prepare_typed(
+                    "INSERT INTO events (event_id, stream_id, version, type, data, metadata) VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[Type::UUID, Type::TEXT, Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB],
+                )
+                .await
+                .map_err(db("preparing the INSERT"))?;
+            let appender = super::append::Appender::prepare(&client).await?;
             let mut versions = [0i64; 10];
             for n in 0..per_writer as usize {
                 let stream = format!("account-{prefix}-{w}-{}", n % 10);
                 let e = new_event("Deposited");
                 if plain_insert {
                     let version = versions[n % 10] + 1;
-                    // Typed, one round trip: the same client path as the store's append.
                     client
-                        .query_typed(
-                            "INSERT INTO events (event_id, stream_id, version, type, data, metadata) VALUES ($1, $2, $3, $4, $5, $6)",
-                            &[
-                                (&e.event_id, Type::UUID),
-                                (&stream, Type::TEXT),
-                                (&version, Type::INT8),
-                                (&e.event_type, Type::TEXT),
-                                (&e.data, Type::JSONB),
-                                (&e.metadata, Type::JSONB),
-                            ],
-                        )
+                        .execute(&insert, &[&e.event_id, &stream, &version, &e.event_type, &e.data, &e.metadata])
                         .await
                         .map_err(db("INSERT"))?;
                 } else {
-                    let expected = if versions[n % 10] == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(versions[n % 10]) };
-                    append(&client, &stream, expected, std::slice::from_ref(&e)).await?;
+                    let expected = if versions[n % 10] == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(versions[n % 10])
+                    };
+                    appender.append(&client, &stream, expected, &e).await?;
                 }
                 versions[n % 10] += 1;
             }
@@ -458,7 +508,11 @@ async fn read_all(clients: Vec<Client>, watermark: bool) -> Result<u64, StoreErr
                 let events: Vec<super::RecordedEvent> = rows
                     .iter()
                     .map(|row| super::RecordedEvent {
-                        checkpoint: super::Checkpoint { position: row.get(0), transaction_id: row.get(1) },
+                        checkpoint: super::Checkpoint {
+                            position: row.get(0),
+                            transaction_id: row.get(1),
+                            ..super::Checkpoint::START
+                        },
                         event_id: row.get(2),
                         stream_id: row.get(3),
                         version: row.get(4),

@@ -1,6 +1,7 @@
 //! Bulk ingestion: many streams in one transaction over COPY, with the guarantees of
-//! `append_to_stream` (expected versions checked under the same per-stream locks, unique event
-//! ids, idempotent retries, the watermark column filled in by its default).
+//! `append_to_stream` (expected versions checked under the same per-stream locks, taken before
+//! the transaction's first write, unique event ids, idempotent retries, the watermark column
+//! filled in by its default, the cluster guard).
 //!
 //! Why not call `append_to_stream` in a loop: each call is a round trip and a plpgsql insert.
 //! COPY streams rows to the server in one command, the fastest way in (populate.html: "almost
@@ -43,15 +44,10 @@ pub async fn append_bulk(client: &mut Client, appends: &[StreamAppend]) -> Resul
     let streams: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
     let tx = client.transaction().await.map_err(db("bulk append: BEGIN"))?;
 
-    // The same per-stream advisory locks as append_to_stream, taken in one order (sorted keys)
-    // so two bulks over overlapping streams cannot deadlock.
-    tx.execute(
-        "SELECT count(pg_advisory_xact_lock(k))
-         FROM (SELECT DISTINCT hashtextextended(s, 0) AS k FROM unnest($1::text[]) AS s ORDER BY 1) AS keys",
-        &[&streams],
-    )
-    .await
-    .map_err(db("bulk append: locking the streams"))?;
+    // The same per-stream locks as append_to_stream, through lock_streams: taken in one order
+    // (sorted keys) so two bulks over overlapping streams cannot deadlock, before the COPY gives
+    // the transaction its id (the order rule, schema.sql), and after the cluster guard.
+    super::append::lock_streams(&tx, &streams).await?;
 
     // A retried bulk: each stream's first event is already stored. Those streams are checked
     // event by event and skipped; the original versions are returned for them.

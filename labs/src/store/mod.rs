@@ -3,19 +3,25 @@
 //! `read_all_after`. This module is the typed Rust API over them, plus what SQL alone cannot do:
 //!
 //! - [`append`]: one stream, one or many events, with an [`ExpectedVersion`]; a conflict is a
-//!   typed [`StoreError::VersionConflict`], a client retry of the same events is idempotent.
+//!   typed [`StoreError::VersionConflict`], a client retry of the same events is idempotent. A
+//!   single event takes a fast path (`fast_append.sql`) that falls back to `append_to_stream`
+//!   for anything but a plain success. [`lock_streams`] starts a transaction that appends to
+//!   several streams (the order rule in schema.sql).
 //! - [`bulk`]: bulk ingestion over COPY, with the same guarantees.
-//! - [`read`]: one stream forward, and all streams behind the transaction-id watermark.
+//! - [`read`]: one stream forward, and all streams behind the transaction-id watermark, from a
+//!   [`Checkpoint`] that names the cluster its transaction id belongs to.
 //! - [`subscription`]: consumers that store their checkpoint in the same transaction as their
 //!   projection, wake on LISTEN/NOTIFY, poll anyway, and can run as competing instances.
 //! - [`conformance`]: the checks `labs schema verify` runs against any schema that implements
 //!   the contract, this one included.
-//! - [`bench`]: `labs bench store`, appends and reads against the COPY and INSERT ceilings.
+//! - [`bench`]: `labs bench store`, appends and reads against the COPY and INSERT ceilings, and
+//!   [`pgbench`], the same appends as prepared statements on the server, decomposed.
 
 pub mod append;
 pub mod bench;
 pub mod bulk;
 pub mod conformance;
+pub mod pgbench;
 pub mod read;
 pub mod subscription;
 
@@ -26,7 +32,7 @@ use postgres_types::{FromSql, IsNull, ToSql, Type};
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use append::append;
+pub use append::{append, lock_streams};
 pub use bulk::{append_bulk, StreamAppend};
 pub use read::{read_all_after, read_stream, Checkpoint, RecordedEvent};
 
@@ -104,6 +110,17 @@ pub enum StoreError {
     StreamRepeated(String),
     #[error("bad checkpoint: {0}")]
     BadCheckpoint(String),
+    /// The order rule (schema.sql): a transaction that has written already appended to a stream
+    /// it had not locked first.
+    #[error(
+        "stream {stream_id} was not locked before this transaction's first write: start the transaction with \
+         store::lock_streams(every stream it appends to), before anything in it writes"
+    )]
+    StreamNotLocked { stream_id: String },
+    /// The stored transaction ids, or a checkpoint, belong to another cluster (a dump and
+    /// restore, a logical replica, pg_upgrade): reading or writing on would skip events.
+    #[error("{message} ({hint})")]
+    OtherCluster { message: String, hint: String },
     #[error("subscription {0} does not exist: create it first")]
     NoSubscription(String),
     #[error("subscription {0}: its checkpoint moved while this instance held the subscription's lock")]
@@ -114,6 +131,9 @@ pub enum StoreError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// `labs bench store` could not run a tool it needs (pgbench), or write its scripts.
+    #[error("labs bench store: {0}")]
+    Bench(String),
     /// `labs schema verify` and `labs bench store` start their own servers.
     #[error(transparent)]
     Provider(#[from] crate::pg::ProviderError),
@@ -131,12 +151,17 @@ pub fn server_message(e: &tokio_postgres::Error) -> String {
 /// The contract's SQLSTATEs (schema.sql).
 pub const SQLSTATE_VERSION_CONFLICT: &str = "ES409";
 pub const SQLSTATE_EVENT_ID_REUSED: &str = "ES422";
+/// The reference store's own: a stream locked after the transaction's first write.
+pub const SQLSTATE_STREAM_NOT_LOCKED: &str = "ES428";
+/// The reference store's own: transaction ids or a checkpoint from another cluster.
+pub const SQLSTATE_OTHER_CLUSTER: &str = "ES421";
 
 impl StoreError {
-    /// `map_err(StoreError::db("what the store was doing"))`.
+    /// `map_err(StoreError::db("what the store was doing"))`. The store's own SQLSTATEs become
+    /// their typed errors, whatever statement raised them.
     pub fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
         let context = context.into();
-        move |source| StoreError::Database { context, source }
+        move |source| StoreError::from_db(source, context, ExpectedVersion::Any, &[])
     }
 
     /// Turns the server's error into the typed one, reading the contract's SQLSTATEs and the
@@ -161,6 +186,16 @@ impl StoreError {
                     let event_id = detail["event_id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
                     return StoreError::EventIdReused { event_id, detail: db.message().to_string() };
                 }
+                SQLSTATE_STREAM_NOT_LOCKED => {
+                    let stream_id = detail["stream_id"].as_str().unwrap_or("(every stream)").to_string();
+                    return StoreError::StreamNotLocked { stream_id };
+                }
+                SQLSTATE_OTHER_CLUSTER => {
+                    return StoreError::OtherCluster {
+                        message: db.message().to_string(),
+                        hint: db.hint().unwrap_or_default().to_string(),
+                    }
+                }
                 // An id stored by another append, met past the first event of this one.
                 "23505" if db.constraint() == Some("events_event_id_key") => {
                     let event_id = db
@@ -181,6 +216,18 @@ impl StoreError {
     /// Whether reloading the stream and deciding again can succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, StoreError::VersionConflict { .. })
+    }
+}
+
+/// A cluster's system identifier (`pg_control_system()`): chosen by initdb, shared by the
+/// physical standbys made from it, different after a dump and restore, a logical migration or
+/// pg_upgrade. Transaction ids compare only under one. 0 is no cluster (the start).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct SystemIdentifier(pub i64);
+
+impl fmt::Display for SystemIdentifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 

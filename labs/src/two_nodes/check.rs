@@ -101,14 +101,14 @@ pub async fn prepare_and_play(
         .checks
         .iter()
         // Loading was judged above, on the attendee's own text and lines.
-        .filter(|c| c.name != "loads")
+        .filter(|c| c.id != "loads")
         .map(|c| {
             let mut detail = c.summary.clone();
             for line in &c.details {
                 detail.push('\n');
                 detail.push_str(line);
             }
-            Check::new(c.name, format!("labs schema verify: {}", c.name), c.passed, detail)
+            Check::new(c.id, format!("labs schema verify: {}", c.id), c.passed, detail)
         })
         .collect();
 

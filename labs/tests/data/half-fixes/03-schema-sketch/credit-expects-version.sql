@@ -3,11 +3,11 @@
 -- fails: withdrawal-race
 
 CREATE OR REPLACE FUNCTION transfer(
-    p_transfer_id  uuid,    -- the request's id
-    p_from         text,    -- account names; their streams are 'account-' || name
+    p_transfer_id  uuid,
+    p_from         text,
     p_to           text,
     p_amount_cents bigint
-) RETURNS text              -- NULL: both sides written; otherwise why it was refused (nothing written)
+) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     sender   account_state := load_account(p_from);
@@ -26,6 +26,7 @@ BEGIN
                       p_from, to_char(sender.balance_cents / 100.0, 'FM999999990.00'));
     END IF;
 
+    PERFORM lock_streams(ARRAY['account-' || p_from, 'account-' || p_to]);
     PERFORM append_to_stream('account-' || p_from, NULL,
         ARRAY[transfer_event_id(p_transfer_id, 'sent')], ARRAY['TransferSent'],
         ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'to', p_to, 'amount_cents', p_amount_cents)], NULL);

@@ -1,6 +1,7 @@
--- Right versions, but the two streams are appended in request order (sender, then
--- receiver): two opposite transfers each hold one stream lock and wait for the other's.
--- fails: opposite-transfers
+-- Versions right, but lock_streams dropped: the debit gives the transaction its id, and the
+-- store refuses the credit to a stream that was not locked before it (ES428): no transfer goes
+-- through.
+-- fails: plain-transfer
 
 CREATE OR REPLACE FUNCTION transfer(
     p_transfer_id  uuid,
@@ -12,7 +13,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     sender   account_state := load_account(p_from);
     receiver account_state := load_account(p_to);
-    debit_first boolean := true;  -- in request order: sender first
 BEGIN
     IF p_amount_cents <= 0 THEN
         RETURN 'the amount must be positive';
@@ -27,20 +27,13 @@ BEGIN
                       p_from, to_char(sender.balance_cents / 100.0, 'FM999999990.00'));
     END IF;
 
-    IF NOT debit_first THEN
-        PERFORM append_to_stream('account-' || p_to, NULL,
-            ARRAY[transfer_event_id(p_transfer_id, 'received')], ARRAY['TransferReceived'],
-            ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'from', p_from, 'amount_cents', p_amount_cents)], NULL);
-    END IF;
     -- The rule was checked at sender.version: the debit is valid only there.
     PERFORM append_to_stream('account-' || p_from, sender.version,
         ARRAY[transfer_event_id(p_transfer_id, 'sent')], ARRAY['TransferSent'],
         ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'to', p_to, 'amount_cents', p_amount_cents)], NULL);
-    IF debit_first THEN
-        PERFORM append_to_stream('account-' || p_to, NULL,
-            ARRAY[transfer_event_id(p_transfer_id, 'received')], ARRAY['TransferReceived'],
-            ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'from', p_from, 'amount_cents', p_amount_cents)], NULL);
-    END IF;
+    PERFORM append_to_stream('account-' || p_to, NULL,
+        ARRAY[transfer_event_id(p_transfer_id, 'received')], ARRAY['TransferReceived'],
+        ARRAY[jsonb_build_object('transfer_id', p_transfer_id, 'from', p_from, 'amount_cents', p_amount_cents)], NULL);
     RETURN NULL;
 END
 $$;
