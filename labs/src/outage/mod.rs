@@ -257,7 +257,8 @@ impl Report {
         let _ = writeln!(out, "RECONCILIATION");
         let header: Vec<String> = self.runs.iter().map(|r| label(r.variant).to_string()).collect();
         let _ = writeln!(out, "  {:<58}{}", "", header.iter().map(|h| format!("{h:>15}")).collect::<String>());
-        let rows: [(&str, fn(&Counts) -> Option<usize>); 11] = [
+        type Row = (&'static str, fn(&Counts) -> Option<usize>);
+        let rows: [Row; 11] = [
             ("orders acknowledged to clients", |c| Some(c.acknowledged)),
             ("durable on the primary after recovery", |c| c.durable_on_primary),
             ("present on the standby (promoted)", |c| c.on_standby),

@@ -22,6 +22,7 @@ use super::ProviderError;
 pub(super) const PASSWORD: &str = "labs";
 
 /// Where a backend runs PostgreSQL's tools.
+#[allow(clippy::large_enum_variant, reason = "one per server, never in a collection: boxing saves nothing")]
 pub(super) enum Host {
     /// This machine: a temporary directory, run as `run_as` when we are root.
     Local(LocalHost),
