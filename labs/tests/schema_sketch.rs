@@ -73,7 +73,7 @@ async fn the_day_at_the_bank_rejects_the_overdraft_reports_the_conflict_and_repl
 #[tokio::test]
 async fn the_reference_schema_passes_every_conformance_check() {
     let report = verify_file("labs/src/store/schema.sql").await;
-    assert!(report.passed, "{}", report.to_string());
+    assert!(report.passed, "{report}");
     assert_eq!(report.checks.len(), 10);
     assert_verify_snapshot("verify_reference", &report);
 }
@@ -81,26 +81,21 @@ async fn the_reference_schema_passes_every_conformance_check() {
 #[tokio::test]
 async fn a_reader_that_trusts_positions_fails_for_skipping_events() {
     let report = verify_file("fixtures/03-schema-sketch/flawed-naive-position.sql").await;
-    assert_eq!(failing(&report), vec!["concurrent-readers"], "{}", report.to_string());
+    assert_eq!(failing(&report), vec!["concurrent-readers"], "{report}");
     assert_verify_snapshot("verify_naive_position", &report);
 }
 
 #[tokio::test]
 async fn an_append_that_swallows_conflicts_fails_for_silent_conflicts_and_lost_writes() {
     let report = verify_file("fixtures/03-schema-sketch/flawed-silent-conflict.sql").await;
-    assert_eq!(
-        failing(&report),
-        vec!["conflict-detected", "concurrent-readers", "conflicts-under-race"],
-        "{}",
-        report.to_string()
-    );
+    assert_eq!(failing(&report), vec!["conflict-detected", "concurrent-readers", "conflicts-under-race"], "{report}");
     assert_verify_snapshot("verify_silent_conflict", &report);
 }
 
 #[tokio::test]
 async fn a_store_without_event_identity_fails_the_retry_checks() {
     let report = verify_file("fixtures/03-schema-sketch/flawed-no-idempotency.sql").await;
-    assert_eq!(failing(&report), vec!["idempotent-retry", "reused-id-rejected"], "{}", report.to_string());
+    assert_eq!(failing(&report), vec!["idempotent-retry", "reused-id-rejected"], "{report}");
     assert_verify_snapshot("verify_no_idempotency", &report);
 }
 
