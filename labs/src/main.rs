@@ -335,7 +335,9 @@ async fn guarded<T>(
     winds_down: bool,
     work: impl Future<Output = T>,
 ) -> Result<T, Interruption> {
-    let mut work = std::pin::pin!(work);
+    // Boxed, not pinned on the stack, so `drop(work)` below really drops the abandoned lab (and
+    // its servers) before the sweep; dropping a `Pin<&mut _>` would drop nothing.
+    let mut work = Box::pin(work);
     let mut asked_to_stop = false;
     let interruption = loop {
         tokio::select! {
