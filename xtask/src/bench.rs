@@ -116,7 +116,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         }));
     }
 
-    println!("\n{:<62} {}", "benchmark", "result (median)");
+    println!("\n{:<62} result (median)", "benchmark");
     for r in &results {
         let name = r["benchmark"].as_str().unwrap_or_default();
         let figure = if let Some(skipped) = r.get("skipped") {

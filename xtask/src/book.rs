@@ -251,11 +251,8 @@ fn normalize(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            // The guard climbs one level; a `..` with nothing left to climb leaves the book.
+            Component::ParentDir if !out.pop() => return None,
             Component::Normal(part) => out.push(part),
             _ => {}
         }

@@ -75,7 +75,7 @@ async fn run_chapters(root: &Path, server: &Server, chapters: &[(PathBuf, Vec<Sq
             .await
             .with_context(|| format!("could not create database {database}"))?;
         let mut config = server.config();
-        config.dbname(&database).options(&format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
+        config.dbname(&database).options(format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
         let (client, connection) =
             config.connect(NoTls).await.with_context(|| format!("could not connect to database {database}"))?;
         let connection = tokio::spawn(connection);
