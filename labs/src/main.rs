@@ -746,7 +746,7 @@ async fn doctor(backend: Option<Backend>, json: bool, signals: &mut Signals) -> 
         }
         Err(e) => add("docker engine", "warn", e.to_string()),
     }
-    match pg::find_local_binaries() {
+    match pg::find_local_binaries_async().await {
         Ok(dir) => add("local postgres", "ok", dir.display().to_string()),
         Err(e) => add("local postgres", "warn", e.to_string()),
     }
@@ -756,7 +756,7 @@ async fn doctor(backend: Option<Backend>, json: bool, signals: &mut Signals) -> 
     match pg::find_leftovers().await {
         Ok(leftovers) if leftovers.is_empty() => add("leftovers", "ok", "none from a killed labs process".into()),
         Ok(leftovers) => {
-            add("leftovers", "warn", leftovers.join("; "));
+            add("leftovers", "warn", leftovers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("; "));
             fixes.push("run `labs clean` to remove what a killed labs process left".into());
         }
         Err(e) => add("leftovers", "warn", e.to_string()),

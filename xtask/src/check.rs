@@ -128,6 +128,8 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         None => report.skip("SUMMARY.md lists every activity of course.toml, in order", "course.toml is invalid"),
     }
 
+    report.step("the provider's node scripts pass shellcheck", || node_scripts(root));
+
     report.step("external links are recorded in book/external-links.txt", || {
         let n = crate::external_links::check_recorded(root)?;
         println!("{n} external links recorded (check them online with `cargo xtask links --online`)");
@@ -228,6 +230,40 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
     });
 
     Ok(report.print_summary())
+}
+
+/// The provider's node scripts (`labs/src/pg/scripts/*.sh`): the files and the compiled-in
+/// `NODE_SCRIPTS` agree, and Debian's shellcheck passes them. CI installs shellcheck (.ci/run);
+/// elsewhere a missing one skips the step.
+fn node_scripts(root: &Path) -> Result<Outcome> {
+    let dir = root.join("labs/src/pg/scripts");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    files.sort();
+    let on_disk: Vec<String> =
+        files.iter().filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).collect();
+    let mut compiled: Vec<String> = labs::pg::NODE_SCRIPTS.iter().map(|s| s.name.to_string()).collect();
+    compiled.sort();
+    if on_disk != compiled {
+        bail!(
+            "labs/src/pg/scripts/ has {on_disk:?} but NODE_SCRIPTS (labs/src/pg/scripts.rs) lists {compiled:?}: \
+             add each script to node_scripts! there, or remove the file"
+        );
+    }
+    let installed =
+        std::process::Command::new("shellcheck").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !installed {
+        if std::env::var_os("CI").is_some() {
+            bail!("shellcheck is not installed: .ci/run installs Debian's `shellcheck` package");
+        }
+        return Ok(Outcome::Skipped("no shellcheck on PATH (apt-get install shellcheck)".into()));
+    }
+    run_command(std::process::Command::new("shellcheck").arg("--severity=style").args(&files))?;
+    println!("{} node scripts pass shellcheck", files.len());
+    Ok(Outcome::Passed)
 }
 
 /// The first lab once through initdb + pg_ctl, the backend attendees fall back to without Docker.

@@ -3,12 +3,14 @@
 //! Both backends are the same thing seen from here: a place where PostgreSQL's own tools run
 //! (a temporary directory on this machine, or a container whose main process only keeps it
 //! alive) and up to two nodes in it, the primary and a streaming standby. Every operation is
-//! a short shell script run as the server's user, written once: `initdb`, `pg_ctl`,
+//! one of the node scripts (`scripts/*.sh`) run as the server's user: `initdb`, `pg_ctl`,
 //! `pg_basebackup`, `kill`. So what a lab shows on one backend it shows on the other.
 //!
 //! Why the container's main process is not the postmaster: a crash must stop the server and
 //! nothing else, so the standby (and the directories a restore needs) outlive it.
 
+use std::fmt;
+use std::mem::ManuallyDrop;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,18 +18,23 @@ use std::time::Duration;
 use testcontainers::core::ExecCommand;
 use testcontainers::{ContainerAsync, GenericImage};
 
+use super::reaper::Registration;
+use super::scripts::{self, NodeScript};
 use super::ProviderError;
 
 /// The throwaway password of every lab server (loopback only).
 pub(super) const PASSWORD: &str = "labs";
+
+pub(super) const CONTAINER_ROOT: &str = "/var/lib/postgresql/labs";
 
 /// Where a backend runs PostgreSQL's tools.
 #[allow(clippy::large_enum_variant, reason = "one per server, never in a collection: boxing saves nothing")]
 pub(super) enum Host {
     /// This machine: a temporary directory, run as `run_as` when we are root.
     Local(LocalHost),
-    /// Inside a container; the PostgreSQL 15 binaries at Debian's path (both images have them).
-    Container { container: ContainerAsync<GenericImage> },
+    /// Inside a container, with the server binaries found in the image (`scripts/find_bin.sh`).
+    /// Boxed: testcontainers' handle is large.
+    Container(Box<ContainerHost>),
 }
 
 /// A node of a lab's cluster; it names its data directory and log under the host's root.
@@ -46,30 +53,44 @@ impl Node {
     }
 }
 
-/// The local host's directory and binaries. Dropping it stops any server still running in the
-/// directory, then removes the directory.
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir())
+    }
+}
+
+/// The local host's directory and binaries. Removing it is the reaper's job (`reaper.rs`):
+/// `Server::shutdown`, `reap_all`, or the leftover sweep of a later run.
 pub(super) struct LocalHost {
-    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
     pub bin: PathBuf,
+    /// The binaries' own library directory, when they ship one (see `local::library_dir`).
+    pub lib: Option<PathBuf>,
     pub run_as: Option<(u32, u32)>,
 }
 
-pub(super) const CONTAINER_ROOT: &str = "/var/lib/postgresql/labs";
-const CONTAINER_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// A container and the directory of the server binaries inside it.
+pub(super) struct ContainerHost {
+    /// Never dropped: testcontainers' `Drop` removes the container synchronously (it blocks
+    /// the thread until Docker answers). The provider removes it by id instead, in
+    /// `Server::shutdown` or `reap_all`, which never block a runtime thread.
+    pub container: ManuallyDrop<ContainerAsync<GenericImage>>,
+    pub bin: String,
+}
 
 impl Host {
     /// The directory holding the nodes, the base backup and the WAL archive.
     pub(super) fn root(&self) -> String {
         match self {
-            Host::Local(l) => l.dir.path().display().to_string(),
-            Host::Container { .. } => CONTAINER_ROOT.to_string(),
+            Host::Local(l) => l.root.display().to_string(),
+            Host::Container(_) => CONTAINER_ROOT.to_string(),
         }
     }
 
     fn bin(&self) -> String {
         match self {
             Host::Local(l) => l.bin.display().to_string(),
-            Host::Container { .. } => CONTAINER_BIN.to_string(),
+            Host::Container(c) => c.bin.clone(),
         }
     }
 
@@ -78,19 +99,38 @@ impl Host {
     fn listen(&self) -> &'static str {
         match self {
             Host::Local(_) => "127.0.0.1",
-            Host::Container { .. } => "*",
+            Host::Container(_) => "*",
         }
     }
 
-    /// Runs `script` with `sh -e` as the server's user; returns stdout, or an error carrying
-    /// stderr. `action` names the step in that error.
-    pub(super) async fn sh(&self, action: &'static str, script: &str) -> Result<String, ProviderError> {
-        let script = format!("set -e\nBIN='{}'\nROOT='{}'\n{script}", self.bin(), self.root());
-        let fail = |detail: String| ProviderError::Control { action, detail };
+    /// Runs a node script as the server's user with `args`, and `BIN`, `ROOT` and `env` in its
+    /// environment; returns stdout, or an error carrying stderr. `action` names the step.
+    pub(super) async fn run(
+        &self,
+        script: NodeScript,
+        action: &'static str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, ProviderError> {
+        let fail = |detail: String| ProviderError::NodeScript { script: script.name, action, detail };
+        let (bin, root) = (self.bin(), self.root());
         match self {
-            Host::Local(LocalHost { dir, run_as, .. }) => {
+            Host::Local(LocalHost { root: dir, lib, run_as, .. }) => {
                 let mut cmd = std::process::Command::new("sh");
-                cmd.arg("-c").arg(&script).current_dir(dir.path()).env("HOME", dir.path()).env_remove("PGDATA");
+                // `sh -c TEXT NAME ARGS…`: the arguments are $1…, never part of the text.
+                cmd.arg("-c").arg(script.text).arg(script.name).args(args);
+                cmd.current_dir(dir).env("HOME", dir).env("BIN", &bin).env("ROOT", &root).env_remove("PGDATA");
+                cmd.envs(env.iter().copied());
+                if let Some(lib) = lib {
+                    // A relocatable build's libraries point at a fixed /opt/postgresql/lib: without
+                    // this, the standby's WAL receiver loads the system's (older) libpq.
+                    let mut path = std::ffi::OsString::from(lib);
+                    if let Some(existing) = std::env::var_os("LD_LIBRARY_PATH").filter(|p| !p.is_empty()) {
+                        path.push(":");
+                        path.push(existing);
+                    }
+                    cmd.env("LD_LIBRARY_PATH", path);
+                }
                 // Its own process group: Ctrl-C in the terminal reaches the labs command, which
                 // then stops the servers in order, instead of racing their own shutdown.
                 cmd.process_group(0)
@@ -104,7 +144,7 @@ impl Host {
                     tokio::process::Command::from(cmd).kill_on_drop(true).spawn().map_err(|e| fail(e.to_string()))?;
                 // If the lab is abandoned mid-step (Ctrl-C), the whole step goes: the shell and
                 // what it runs (pg_basebackup, cp), not only the shell. A postmaster that pg_ctl
-                // started is in a session of its own and is stopped with the host instead.
+                // started is in a session of its own and is stopped by the reaper instead.
                 let group = AbandonedGroup(child.id().map(|pid| pid as i32));
                 let out = child.wait_with_output().await.map_err(|e| fail(e.to_string()))?;
                 std::mem::forget(group);
@@ -114,8 +154,16 @@ impl Host {
                     Err(fail(output_text(&out.stderr, &out.stdout)))
                 }
             }
-            Host::Container { container } => {
-                let argv = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "sh", "-c", &script];
+            Host::Container(host) => {
+                let container = &host.container;
+                let mut argv: Vec<String> = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "env"]
+                    .map(String::from)
+                    .into();
+                argv.push(format!("BIN={bin}"));
+                argv.push(format!("ROOT={root}"));
+                argv.extend(env.iter().map(|(name, value)| format!("{name}={value}")));
+                argv.extend(["sh", "-c", script.text, script.name].map(String::from));
+                argv.extend(args.iter().map(|a| a.to_string()));
                 let mut exec = container.exec(ExecCommand::new(argv)).await.map_err(|e| fail(e.to_string()))?;
                 let stdout = exec.stdout_to_vec().await.map_err(|e| fail(e.to_string()))?;
                 let stderr = exec.stderr_to_vec().await.map_err(|e| fail(e.to_string()))?;
@@ -134,144 +182,70 @@ impl Host {
 
     /// Creates the primary's cluster and starts it on `port` (inside the host) with `settings`.
     pub(super) async fn init_primary(&self, port: u16, settings: &[(String, String)]) -> Result<(), ProviderError> {
+        let root = self.root();
         let mut conf = format!(
             "port = {port}\nlisten_addresses = '{}'\nunix_socket_directories = '{}'\n",
             self.listen(),
-            self.root()
+            root.replace('\'', "''")
         );
         for (name, value) in settings {
-            let value = value.replace("%ROOT%", &self.root());
+            let value = value.replace("%ROOT%", &root);
             conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
         }
-        // --no-sync only skips initdb's final flush of a throwaway cluster; the server runs
-        // with fsync on, which every durability lab depends on.
-        let script = format!(
-            r#"umask 077
-printf '%s\n' '{PASSWORD}' > "$ROOT/pwfile"
-"$BIN/initdb" -D "$ROOT/primary" -U postgres --encoding=UTF8 --locale=C --no-sync \
-  --auth-local=trust --auth-host=scram-sha-256 --pwfile="$ROOT/pwfile" >/dev/null
-rm -f "$ROOT/pwfile"
-# Password logins from any address, and replication from the standby's.
-printf 'host all all all scram-sha-256\nhost replication all all scram-sha-256\n' >> "$ROOT/primary/pg_hba.conf"
-mkdir -p "$ROOT/archive"
-cat >> "$ROOT/primary/postgresql.conf" <<'LABS_CONF'
-{conf}LABS_CONF
-"#
-        );
-        self.sh("initdb", &script).await?;
+        let env = [("LABS_PASSWORD", PASSWORD), ("LABS_CONF", conf.as_str())];
+        self.run(scripts::INIT_PRIMARY, "initdb", &[], &env).await?;
         self.start(Node::Primary).await
+    }
+
+    /// Moves the primary to another port (before a retried start).
+    pub(super) async fn set_primary_port(&self, port: u16) -> Result<(), ProviderError> {
+        self.run(scripts::SET_PORT, "set the port", &[&port.to_string()], &[]).await.map(|_| ())
     }
 
     /// Starts a node whose settings are in its postgresql.conf, and waits until it accepts
     /// connections (pg_ctl -w). On failure the error carries the end of the server's log.
-    pub(super) async fn start(&self, role: Node) -> Result<(), ProviderError> {
-        let d = role.dir();
-        let script = format!(
-            r#"if ! "$BIN/pg_ctl" -D "$ROOT/{d}" -l "$ROOT/{d}.log" -w -t 60 start >/dev/null; then
-  tail -n 8 "$ROOT/{d}.log" >&2; exit 1
-fi"#
-        );
-        self.sh("start the server", &script).await.map(|_| ())
+    pub(super) async fn start(&self, node: Node) -> Result<(), ProviderError> {
+        self.run(scripts::START, "start the server", &[node.dir()], &[]).await.map(|_| ())
     }
 
     /// Immediate stop, as a crash: SIGQUIT to the postmaster, no checkpoint, no WAL flush.
-    /// Processes frozen with SIGSTOP cannot act on SIGQUIT; they get SIGKILL, which runs none
-    /// of their code, so nothing they held is written.
-    pub(super) async fn crash(&self, role: Node, frozen: &[i32]) -> Result<(), ProviderError> {
-        let d = role.dir();
-        let kills: String = frozen.iter().map(|pid| format!("kill -KILL {pid} 2>/dev/null || true\n")).collect();
-        let script = format!(
-            r#"pidfile="$ROOT/{d}/postmaster.pid"
-[ -f "$pidfile" ] || {{ echo "the {d} server is not running" >&2; exit 1; }}
-kill -QUIT "$(head -n 1 "$pidfile")"
-{kills}i=0
-while [ -f "$pidfile" ]; do
-  i=$((i + 1)); [ "$i" -le 400 ] || {{ echo "the {d} server was still running 20 s after SIGQUIT" >&2; exit 1; }}
-  sleep 0.05
-done"#
-        );
-        self.sh("crash", &script).await.map(|_| ())
+    /// Processes frozen with SIGSTOP get SIGKILL, so nothing they held is written.
+    pub(super) async fn crash(&self, node: Node, frozen: &[i32]) -> Result<(), ProviderError> {
+        let mut args = vec![node.dir().to_string()];
+        args.extend(frozen.iter().map(i32::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(scripts::CRASH, "crash", &args, &[]).await.map(|_| ())
     }
 
     /// Sends `signal` (STOP or CONT) to one server process.
     pub(super) async fn signal(&self, pid: i32, signal: &str) -> Result<(), ProviderError> {
-        self.sh("signal a server process", &format!("kill -{signal} {pid}")).await.map(|_| ())
+        self.run(scripts::SIGNAL, "signal a server process", &[signal, &pid.to_string()], &[]).await.map(|_| ())
     }
 
-    /// Builds a streaming standby from the running primary with pg_basebackup (-R writes its
-    /// primary_conninfo and standby.signal) and starts it on `port`.
+    /// Builds a streaming standby from the running primary with pg_basebackup and starts it on
+    /// `port`.
     pub(super) async fn create_standby(&self, primary_port: u16, port: u16) -> Result<(), ProviderError> {
-        let script = format!(
-            r#""$BIN/pg_basebackup" -h "$ROOT" -p {primary_port} -U postgres -D "$ROOT/standby" -X stream -R -c fast
-cat >> "$ROOT/standby/postgresql.conf" <<'LABS_CONF'
-port = {port}
-archive_mode = off
-LABS_CONF
-"#
-        );
-        self.sh("pg_basebackup for the standby", &script).await?;
+        let args = [primary_port.to_string(), port.to_string()];
+        self.run(scripts::CREATE_STANDBY, "pg_basebackup for the standby", &[&args[0], &args[1]], &[]).await?;
         self.start(Node::Standby).await
     }
 
     /// A plain base backup of the primary into `$ROOT/base`, for restores from the archive.
     pub(super) async fn base_backup(&self, primary_port: u16) -> Result<(), ProviderError> {
-        let script = format!(
-            r#"rm -rf "$ROOT/base"; "$BIN/pg_basebackup" -h "$ROOT" -p {primary_port} -U postgres -D "$ROOT/base" -X stream -c fast"#
-        );
-        self.sh("pg_basebackup", &script).await.map(|_| ())
+        self.run(scripts::BASE_BACKUP, "pg_basebackup", &[&primary_port.to_string()], &[]).await.map(|_| ())
     }
 
-    /// The primary's disk is gone: its data directory is replaced by the base backup, set to
-    /// recover from the WAL archive (recovery.signal + restore_command), and started. Recovery
-    /// replays every archived segment, then ends and the node becomes a primary again.
+    /// Replaces the primary's data directory by the base backup set to recover from the WAL
+    /// archive, and starts it.
     pub(super) async fn restore_primary_from_archive(&self) -> Result<(), ProviderError> {
-        let script = r#"[ -d "$ROOT/base" ] || { echo "no base backup was taken" >&2; exit 1; }
-[ ! -f "$ROOT/primary/postmaster.pid" ] || { echo "the primary is still running; crash it first" >&2; exit 1; }
-rm -rf "$ROOT/primary"
-cp -a "$ROOT/base" "$ROOT/primary"
-printf "restore_command = 'cp \"%s/archive/%%f\" \"%%p\"'\n" "$ROOT" >> "$ROOT/primary/postgresql.conf"
-touch "$ROOT/primary/recovery.signal""#;
-        self.sh("restore from the base backup", script).await?;
+        self.run(scripts::RESTORE_FROM_ARCHIVE, "restore from the base backup", &[], &[]).await?;
         self.start(Node::Primary).await
     }
 
     /// The names of the segments in the WAL archive.
     pub(super) async fn archived_segments(&self) -> Result<Vec<String>, ProviderError> {
-        let out = self.sh("list the archive", r#"ls "$ROOT/archive""#).await?;
+        let out = self.run(scripts::LIST_ARCHIVE, "list the archive", &[], &[]).await?;
         Ok(out.lines().filter(|l| l.len() == 24).map(str::to_string).collect())
-    }
-
-    /// Stops whatever nodes still run (immediate: nothing is kept). For removal.
-    pub(super) async fn stop_all(&self) -> Result<(), ProviderError> {
-        self.sh("stop", STOP_ALL).await.map(|_| ())
-    }
-}
-
-/// Stops every node that has a pid file; used on shutdown and, synchronously, on drop.
-const STOP_ALL: &str = r#"for d in "$ROOT/primary" "$ROOT/standby"; do
-  [ -f "$d/postmaster.pid" ] || continue
-  pm=$(sed -n '1p' "$d/postmaster.pid")
-  # A process frozen by a lab would hold the shutdown up: let every child of this server run.
-  for s in /proc/[0-9]*/status; do
-    if grep -qs "^PPid:[[:space:]]*$pm\$" "$s"; then p=${s%/status}; kill -CONT "${p#/proc/}" 2>/dev/null || true; fi
-  done
-  "$BIN/pg_ctl" -D "$d" -m immediate -w -t 20 stop >/dev/null 2>&1 || kill -KILL "$pm" 2>/dev/null || true
-done"#;
-
-impl Drop for LocalHost {
-    fn drop(&mut self) {
-        // Best effort, for a lab abandoned half-way: no server may outlive its directory.
-        // (A container is removed with everything in it.)
-        let LocalHost { dir, bin, run_as } = self;
-        {
-            let script = format!("BIN='{}'\nROOT='{}'\n{STOP_ALL}", bin.display(), dir.path().display());
-            let mut cmd = std::process::Command::new("sh");
-            cmd.arg("-c").arg(script).current_dir(dir.path());
-            if let Some((uid, gid)) = run_as {
-                cmd.uid(*uid).gid(*gid);
-            }
-            let _ = cmd.output();
-        }
     }
 }
 
@@ -309,13 +283,37 @@ pub(super) struct Cluster {
     pub standby: Ports,
     pub standby_running: bool,
     pub primary_running: bool,
-    /// Processes a lab froze with SIGSTOP and has not thawed.
-    pub frozen: Vec<i32>,
+    /// Processes a lab froze with SIGSTOP and has not thawed (mirrored in the registration,
+    /// so that an abandoned server's frozen processes can be let go).
+    frozen: Vec<i32>,
     /// The standby's primary_conninfo while its receiver is paused.
     pub paused_conninfo: Option<String>,
+    /// The host's entry in the reaper's registry: removed by [`Cluster::remove`]; dropped
+    /// without it, the reaper's `reap_all` or leftover sweep removes the host.
+    pub registration: Registration,
 }
 
 impl Cluster {
+    pub(super) fn new(
+        host: Host,
+        image: Option<String>,
+        primary: Ports,
+        standby: Ports,
+        registration: Registration,
+    ) -> Self {
+        Cluster {
+            host,
+            image,
+            primary,
+            standby,
+            standby_running: false,
+            primary_running: true,
+            frozen: Vec::new(),
+            paused_conninfo: None,
+            registration,
+        }
+    }
+
     pub(super) fn config(&self, role: Node) -> tokio_postgres::Config {
         let port = match role {
             Node::Primary => self.primary.published,
@@ -325,5 +323,32 @@ impl Cluster {
         c.host("127.0.0.1").port(port).user("postgres").password(PASSWORD).dbname("postgres");
         c.connect_timeout(Duration::from_secs(5));
         c
+    }
+
+    pub(super) fn froze(&mut self, pid: i32) {
+        self.frozen.push(pid);
+        self.registration.set_frozen(&self.frozen);
+    }
+
+    /// The frozen processes, which are no longer tracked (thawed or killed by the caller).
+    pub(super) fn take_frozen(&mut self) -> Vec<i32> {
+        self.registration.set_frozen(&[]);
+        std::mem::take(&mut self.frozen)
+    }
+
+    /// Stops every server and removes the host (directory or container), then leaves the
+    /// reaper's registry. On an error the host stays registered for `reap_all`.
+    pub(super) async fn remove(mut self) -> Result<(), ProviderError> {
+        let frozen = self.take_frozen();
+        match &self.host {
+            Host::Local(local) => {
+                super::reaper::remove_local_directory(&local.root, &frozen).await?;
+            }
+            Host::Container(c) => {
+                super::reaper::remove_container(c.container.id()).await?;
+            }
+        }
+        self.registration.release();
+        Ok(())
     }
 }

@@ -2,18 +2,18 @@
 //! it alive; the servers in it are run by `cluster.rs`, exactly as the local backend runs them.
 //! The container and everything in it are removed when the lab ends.
 
+use std::mem::ManuallyDrop;
 use std::time::Duration;
 
 use testcontainers::core::{ContainerPort, IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::cluster::{Cluster, Host, Ports, CONTAINER_ROOT};
+use super::cluster::{Cluster, ContainerHost, Host, Ports, CONTAINER_ROOT};
+use super::reaper::{self, Owner, Registration, CONTAINER_SERVER_LABEL};
+use super::scripts;
 use super::ProviderError;
 
-/// Every container carries the id of the `labs` process that started it, so a leftover (after
-/// a `kill -9`, say) can be traced: `docker ps -a --filter label=io.github.es-workshop.labs.run`.
-const RUN_LABEL: &str = "io.github.es-workshop.labs.run";
 const PRIMARY_PORT: u16 = 5432;
 const STANDBY_PORT: u16 = 5433;
 const READY_LINE: &str = "labs: host ready";
@@ -21,19 +21,21 @@ const READY_LINE: &str = "labs: host ready";
 /// Starts the container and the primary in it with `settings`.
 pub(super) async fn start(image: &str, settings: &[(String, String)]) -> Result<Cluster, ProviderError> {
     let (name, tag) = split_image(image);
-    // PID 1 is a shell that sleeps: a crashed server leaves the container, the standby and the
-    // archive in place. `docker stop` (TERM) ends it at once.
-    let keepalive = format!(
-        "trap 'exit 0' TERM INT; mkdir -p {CONTAINER_ROOT} && chown postgres:postgres {CONTAINER_ROOT} && chmod 700 {CONTAINER_ROOT}; \
-         echo '{READY_LINE}'; while :; do sleep 1 & wait $!; done"
-    );
-    let request = GenericImage::new(name, tag)
+    // Registered before the container exists: a start abandoned while Docker creates it still
+    // leaves a registry entry, and `reap_all` finds the container by its labels.
+    let (registration, server) = Registration::container();
+    let mut request = GenericImage::new(name, tag)
         .with_entrypoint("sh")
         .with_exposed_port(PRIMARY_PORT.tcp())
         .with_exposed_port(STANDBY_PORT.tcp())
         .with_wait_for(WaitFor::message_on_stdout(READY_LINE))
-        .with_cmd(["-c", keepalive.as_str()])
-        .with_label(RUN_LABEL, std::process::id().to_string())
+        // `sh -c TEXT NAME ARGS…`: the node directory and the ready line are $1 and $2.
+        .with_cmd(["-c", scripts::KEEPALIVE.text, scripts::KEEPALIVE.name, CONTAINER_ROOT, READY_LINE])
+        .with_label(CONTAINER_SERVER_LABEL, server);
+    for (label, value) in Owner::this_process().labels() {
+        request = request.with_label(label, value);
+    }
+    let request = request
         // Publish the ports on loopback only: a lab server has a known password.
         .with_host_config_modifier(|host| {
             host.publish_all_ports = Some(false);
@@ -45,34 +47,49 @@ pub(super) async fn start(image: &str, settings: &[(String, String)]) -> Result<
             );
         })
         .with_startup_timeout(Duration::from_secs(120));
-    let container = request
-        .start()
-        .await
-        .map_err(|e| ProviderError::ContainerStart { image: image.to_string(), reason: e.to_string() })?;
-    let primary = mapped_port(&container, PRIMARY_PORT).await?;
-    let standby = mapped_port(&container, STANDBY_PORT).await?;
-    let host = Host::Container { container };
-    host.init_primary(PRIMARY_PORT, settings).await.map_err(|e| ProviderError::ContainerStart {
-        image: image.to_string(),
-        reason: format!(
-            "{e} (the image needs PostgreSQL 15 at /usr/lib/postgresql/15/bin, a postgres user and setpriv)"
-        ),
-    })?;
-    Ok(Cluster {
-        host,
-        image: Some(image.to_string()),
-        primary: Ports { inside: PRIMARY_PORT, published: primary },
-        standby: Ports { inside: STANDBY_PORT, published: standby },
-        standby_running: false,
-        primary_running: true,
-        frozen: Vec::new(),
-        paused_conninfo: None,
-    })
+    let container = ManuallyDrop::new(
+        request
+            .start()
+            .await
+            .map_err(|e| ProviderError::ContainerStart { image: image.to_string(), reason: e.to_string() })?,
+    );
+    let id = container.id().to_string();
+    registration.container_created(&id);
+    match prepare(container, image, settings).await {
+        Ok((host, primary, standby)) => Ok(Cluster::new(host, Some(image.to_string()), primary, standby, registration)),
+        Err(e) => {
+            if reaper::remove_container(&id).await.is_ok() {
+                registration.release();
+            }
+            Err(e)
+        }
+    }
 }
 
-/// Removes the container and everything in it.
-pub(super) async fn remove(container: ContainerAsync<GenericImage>) -> Result<(), ProviderError> {
-    container.rm().await.map_err(|e| ProviderError::Control { action: "remove container", detail: e.to_string() })
+/// Finds the ports and the server binaries, then creates and starts the primary.
+async fn prepare(
+    container: ManuallyDrop<ContainerAsync<GenericImage>>,
+    image: &str,
+    settings: &[(String, String)],
+) -> Result<(Host, Ports, Ports), ProviderError> {
+    let primary = mapped_port(&container, PRIMARY_PORT).await?;
+    let standby = mapped_port(&container, STANDBY_PORT).await?;
+    let mut host = Host::Container(Box::new(ContainerHost { container, bin: String::new() }));
+    let unusable = |e: ProviderError, needs: &str| ProviderError::ContainerStart {
+        image: image.to_string(),
+        reason: format!("{e} (the image needs {needs})"),
+    };
+    let bin = host
+        .run(scripts::FIND_BIN, "find the server binaries", &[], &[])
+        .await
+        .map_err(|e| unusable(e, "PostgreSQL's server binaries, a postgres user and setpriv"))?;
+    if let Host::Container(c) = &mut host {
+        c.bin = bin.trim().to_string();
+    }
+    host.init_primary(PRIMARY_PORT, settings)
+        .await
+        .map_err(|e| unusable(e, "PostgreSQL 14 to 18 with initdb, pg_ctl and pg_basebackup"))?;
+    Ok((host, Ports { inside: PRIMARY_PORT, published: primary }, Ports { inside: STANDBY_PORT, published: standby }))
 }
 
 fn split_image(image: &str) -> (&str, &str) {
@@ -91,5 +108,5 @@ async fn mapped_port(container: &ContainerAsync<GenericImage>, port: u16) -> Res
     container
         .get_host_port_ipv4(ContainerPort::Tcp(port))
         .await
-        .map_err(|e| ProviderError::Control { action: "find the published port", detail: e.to_string() })
+        .map_err(|source| ProviderError::Container { action: "find the published port", source })
 }

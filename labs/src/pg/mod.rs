@@ -7,25 +7,40 @@
 //! Backends, chosen with `--pg` or `LABS_PG`:
 //! - `container`: testcontainers, image [`DEFAULT_IMAGE`] unless `LABS_PG_IMAGE` says otherwise;
 //!   fsync stays on (durability labs are lies with fsync off); the port is published on loopback only.
-//! - `local`: initdb + pg_ctl in a temporary directory, from binaries on PATH or through pg_config.
+//! - `local`: initdb + pg_ctl in a temporary directory, from `LABS_PG_BIN`, the binaries on PATH
+//!   or through pg_config.
 //! - `url`: an existing server (`DATABASE_URL`); the lab runs in a database it creates and drops.
 //! - `auto`: container when a Docker engine answers and has the image, else local, else an error
 //!   that says how to get either.
+//!
+//! Every server runs PostgreSQL 14 to 18 ([`SUPPORTED_MAJORS`]); another is refused at start.
+//! However the process ends, `reaper.rs` sees that no server, directory or container is left.
+//!
+//! **Architecture Invariant:** no blocking call on the async runtime here: processes run through
+//! tokio, a blocking search (pg_config) on a blocking thread, and `Drop` only sends signals.
 
 mod cluster;
 mod container;
 mod docker;
+mod error;
 mod local;
+mod reaper;
+mod scripts;
 mod url;
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 pub use docker::DockerEngine;
-pub use local::find_local_binaries;
+pub use error::ProviderError;
+pub use local::{find_local_binaries, find_local_binaries_async, BIN_SETTING};
+pub use reaper::{clean_leftovers, find_leftovers, reap_all, Leftover, LeftoverKind, Owner, CONTAINER_OWNER_LABEL};
+pub use scripts::{NodeScript, NODE_SCRIPTS};
 
 /// The image the container backend uses unless `LABS_PG_IMAGE` names another one.
 /// Pinned to one PostgreSQL major: every figure in the book was measured on 15.
@@ -33,6 +48,53 @@ pub const DEFAULT_IMAGE: &str = "postgres:15";
 
 /// How long a fresh or restarted server may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The PostgreSQL majors the labs run on (each lab's statistics are read for the version in
+/// use; 18 moved WAL flush counts from pg_stat_wal to pg_stat_io).
+pub const SUPPORTED_MAJORS: RangeInclusive<u32> = 14..=18;
+
+/// A server's version, as it reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServerVersion {
+    /// `server_version_num`: 150014 for 15.14, 180006 for 18.6.
+    pub num: u32,
+    /// `server_version`: "15.14 (Debian 15.14-0+deb12u1)", "18.6".
+    pub text: String,
+}
+
+impl ServerVersion {
+    pub fn major(&self) -> u32 {
+        self.num / 10000
+    }
+
+    /// Reads the version of the server `client` is connected to.
+    pub async fn query(client: &Client) -> Result<ServerVersion, ProviderError> {
+        let row = client
+            .query_one("SELECT current_setting('server_version_num')::int, current_setting('server_version')", &[])
+            .await
+            .map_err(|source| ProviderError::Statement {
+                action: "reading the server's version".into(),
+                node: Node::Primary,
+                source,
+            })?;
+        Ok(ServerVersion { num: row.get::<_, i32>(0).max(0) as u32, text: row.get(1) })
+    }
+
+    /// Refuses a server outside [`SUPPORTED_MAJORS`], with one line naming both.
+    pub fn check_supported(&self) -> Result<(), ProviderError> {
+        if SUPPORTED_MAJORS.contains(&self.major()) {
+            Ok(())
+        } else {
+            Err(ProviderError::UnsupportedVersion { version: self.text.clone(), version_num: self.num })
+        }
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgreSQL {}", self.text)
+    }
+}
 
 /// Which way to get a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -60,10 +122,13 @@ impl fmt::Display for Backend {
 }
 
 impl std::str::FromStr for Backend {
-    type Err = String;
+    type Err = ProviderError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        <Backend as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| format!("unknown PostgreSQL backend '{s}': use auto, container, local or url"))
+        <Backend as clap::ValueEnum>::from_str(s, true).map_err(|_| ProviderError::BadSetting {
+            setting: "LABS_PG",
+            value: s.to_string(),
+            reason: "use auto, container, local or url".into(),
+        })
     }
 }
 
@@ -83,11 +148,20 @@ pub enum Capability {
     Standby,
     /// WAL archiving from the first moment, a base backup, and a restore from both.
     Archive,
+    /// `wal_level = logical` from the start, with replication slots and WAL senders to spare
+    /// for a few logical slots and a subscription (logical decoding, `test_decoding`, `pgoutput`).
+    Logical,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] =
-        [Capability::Crash, Capability::Restart, Capability::FreezeWalWriter, Capability::Standby, Capability::Archive];
+    pub const ALL: [Capability; 6] = [
+        Capability::Crash,
+        Capability::Restart,
+        Capability::FreezeWalWriter,
+        Capability::Standby,
+        Capability::Archive,
+        Capability::Logical,
+    ];
 }
 
 impl fmt::Display for Capability {
@@ -98,6 +172,7 @@ impl fmt::Display for Capability {
             Capability::FreezeWalWriter => "freeze-wal-writer",
             Capability::Standby => "standby",
             Capability::Archive => "archive",
+            Capability::Logical => "logical",
         })
     }
 }
@@ -118,9 +193,7 @@ impl ProviderConfig {
         let backend = match backend {
             Some(b) => b,
             None => match std::env::var("LABS_PG") {
-                Ok(v) if !v.trim().is_empty() => {
-                    v.trim().parse().map_err(|reason| ProviderError::BadSetting { setting: "LABS_PG", reason })?
-                }
+                Ok(v) if !v.trim().is_empty() => v.trim().parse()?,
                 _ => Backend::Auto,
             },
         };
@@ -133,48 +206,14 @@ impl ProviderConfig {
     }
 }
 
-/// Errors a caller can branch on: each says what happened and what to do next.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    #[error("{setting} is set to an invalid value: {reason}")]
-    BadSetting { setting: &'static str, reason: String },
-    #[error(
-        "no PostgreSQL server available: no Docker engine answered ({docker}) and no PostgreSQL \
-         binaries were found ({local}).\n\
-         Fix one of these, then run `labs doctor`:\n\
-         - start Docker (or Podman with its socket, and DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock);\n\
-         - install PostgreSQL's server binaries (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15), \
-         so initdb and pg_ctl are on PATH or pg_config finds them;\n\
-         - or point DATABASE_URL at a server you own and use --pg url."
-    )]
-    NothingAvailable { docker: String, local: String },
-    #[error("--pg container: no Docker engine answered ({0}). Start Docker (or Podman, see the setup page), or use --pg local")]
-    DockerUnavailable(String),
-    #[error("--pg container: could not start image {image}: {reason}\nRun `cargo xtask prepare` while online, or set LABS_PG_IMAGE to an image you have (docker images)")]
-    ContainerStart { image: String, reason: String },
-    #[error("--pg local: {0}")]
-    LocalUnavailable(String),
-    #[error("--pg local: {step} failed: {detail}")]
-    LocalServer { step: String, detail: String },
-    #[error("--pg url: DATABASE_URL is not set. Set it to a server you own, e.g. DATABASE_URL=postgres://me@localhost/postgres")]
-    DatabaseUrlMissing,
-    #[error("--pg url: {0}")]
-    Url(String),
-    #[error("this lab needs the '{capability}' capability, which the {backend} backend does not offer (an existing server cannot be crashed, frozen or given a standby); use --pg container or --pg local")]
-    MissingCapability { backend: Backend, capability: Capability },
-    #[error("{0}")]
-    Replication(String),
-    #[error("the server at {endpoint} did not accept connections within {seconds} s: {last_error}")]
-    NotReady { endpoint: String, seconds: u64, last_error: String },
-    #[error("server control failed ({action}): {detail}")]
-    Control { action: &'static str, detail: String },
-    #[error("could not connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: tokio_postgres::Error },
-}
-
 /// A running server (or a fresh database on one) that belongs to one lab run.
+///
+/// [`Server::shutdown`] removes it. Dropped without that (an error, a panic, a lab's future
+/// dropped on Ctrl-C), it only gets signals (its local postmasters SIGQUIT); [`reap_all`]
+/// removes the rest, and a later run's [`clean_leftovers`] what a killed process left.
 pub struct Server {
     inner: ServerKind,
+    version: ServerVersion,
 }
 
 #[allow(clippy::large_enum_variant, reason = "one per lab run, never in a collection: boxing saves nothing")]
@@ -188,7 +227,7 @@ pub use cluster::Node;
 
 impl Server {
     /// Gets a fresh server from the configured backend, checking first that it can do what
-    /// the lab `needs`.
+    /// the lab `needs`, and then that it runs a supported PostgreSQL ([`SUPPORTED_MAJORS`]).
     pub async fn start(config: &ProviderConfig, needs: &[Capability]) -> Result<Server, ProviderError> {
         let backend = resolve_backend(config).await?;
         for &capability in needs {
@@ -197,18 +236,47 @@ impl Server {
             }
         }
         let settings = settings_for(needs, backend);
-        let inner = match backend {
-            Backend::Container => ServerKind::Cluster(container::start(&config.image, &settings).await?),
-            Backend::Local => ServerKind::Cluster(local::start(&settings).await?),
+        let unknown = ServerVersion { num: 0, text: String::new() };
+        let cluster = match backend {
+            Backend::Container => container::start(&config.image, &settings).await?,
+            Backend::Local => local::start(&settings).await?,
             Backend::Url => {
                 let url = config.database_url.as_deref().ok_or(ProviderError::DatabaseUrlMissing)?;
-                ServerKind::Url(url::UrlDatabase::create(url).await?)
+                let (database, version) = url::UrlDatabase::create(url).await?;
+                return Ok(Server { inner: ServerKind::Url(database), version });
             }
             Backend::Auto => unreachable!("resolve_backend never returns auto"),
         };
-        let server = Server { inner };
-        server.wait_ready(Node::Primary).await?;
-        Ok(server)
+        let mut server = Server { inner: ServerKind::Cluster(cluster), version: unknown };
+        let checked = async {
+            server.wait_ready(Node::Primary).await?;
+            let version = ServerVersion::query(&server.connect().await?).await?;
+            version.check_supported()?;
+            Ok(version)
+        }
+        .await;
+        match checked {
+            Ok(version) => {
+                server.version = version;
+                Ok(server)
+            }
+            Err(e) => {
+                // The refusal is what the caller needs to hear; the removal is best effort (and
+                // what fails here stays registered for `reap_all`).
+                let _ = server.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The server's PostgreSQL version (checked at start to be in [`SUPPORTED_MAJORS`]).
+    pub fn version(&self) -> &ServerVersion {
+        &self.version
+    }
+
+    /// `server_version_num`, e.g. 180006 for 18.6: for a lab that reads what a version moved.
+    pub fn server_version_num(&self) -> u32 {
+        self.version.num
     }
 
     /// The backend actually in use (never `auto`).
@@ -319,7 +387,7 @@ impl Server {
     /// Crashes one node (the standby too can crash).
     pub async fn crash_node(&mut self, node: Node) -> Result<(), ProviderError> {
         let c = self.cluster(Capability::Crash)?;
-        let frozen = if node == Node::Primary { std::mem::take(&mut c.frozen) } else { Vec::new() };
+        let frozen = if node == Node::Primary { c.take_frozen() } else { Vec::new() };
         c.host.crash(node, &frozen).await?;
         match node {
             Node::Primary => c.primary_running = false,
@@ -350,15 +418,16 @@ impl Server {
     /// full WAL buffers, a dirty page written out): a crash now loses them, as an OS crash
     /// loses what the WAL writer had not flushed. Returns its process id.
     pub async fn freeze_wal_writer(&mut self) -> Result<i32, ProviderError> {
+        self.cluster_ref(Capability::FreezeWalWriter)?;
         let client = self.connect().await?;
         let row = client
             .query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'", &[])
             .await
-            .map_err(|e| ProviderError::Control { action: "find the WAL writer", detail: e.to_string() })?;
+            .map_err(statement("finding the WAL writer", Node::Primary))?;
         let pid: i32 = row.get(0);
         let c = self.cluster(Capability::FreezeWalWriter)?;
         c.host.signal(pid, "STOP").await?;
-        c.frozen.push(pid);
+        c.froze(pid);
         Ok(pid)
     }
 
@@ -375,7 +444,7 @@ impl Server {
             ("checkpoint_timeout", "1h"),
             ("max_wal_size", "4GB"),
         ] {
-            alter_system(&client, setting, value).await?;
+            alter_system(&client, Node::Primary, setting, value).await?;
         }
         Ok(())
     }
@@ -383,7 +452,7 @@ impl Server {
     /// Lets the frozen WAL writer run again; it flushes what it held.
     pub async fn thaw_wal_writer(&mut self) -> Result<(), ProviderError> {
         let c = self.cluster(Capability::FreezeWalWriter)?;
-        for pid in std::mem::take(&mut c.frozen) {
+        for pid in c.take_frozen() {
             c.host.signal(pid, "CONT").await?;
         }
         Ok(())
@@ -394,7 +463,10 @@ impl Server {
     pub async fn start_standby(&mut self) -> Result<(), ProviderError> {
         let c = self.cluster(Capability::Standby)?;
         if c.standby_running {
-            return Err(ProviderError::Replication("this lab already has a standby".into()));
+            return Err(ProviderError::WrongState {
+                action: "start a standby",
+                state: "this lab already has one running",
+            });
         }
         c.host.create_standby(c.primary.inside, c.standby.inside).await?;
         c.standby_running = true;
@@ -406,38 +478,59 @@ impl Server {
     pub async fn wait_standby_caught_up(&self) -> Result<(), ProviderError> {
         self.cluster_ref(Capability::Standby)?;
         let primary = self.connect().await?;
-        let target: String =
-            primary.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.map_err(replication)?.get(0);
-        let check = format!("SELECT coalesce(pg_last_wal_replay_lsn() >= '{target}'::pg_lsn, false)");
-        self.wait_for(Node::Standby, &check, "the standby to replay what the primary has written").await
+        let target: String = primary
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(statement("reading the primary's WAL position", Node::Primary))?
+            .get(0);
+        self.wait_for(
+            Node::Standby,
+            "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)",
+            &[&target],
+            "the standby to replay what the primary has written",
+        )
+        .await
     }
 
     /// Disconnects the standby's WAL receiver (primary_conninfo emptied and reloaded) and
     /// waits until it is gone: from now on the standby receives nothing. Deterministic, unlike
     /// a network fault: what was replayed before stays, nothing after arrives.
     pub async fn pause_standby_receiver(&mut self) -> Result<(), ProviderError> {
+        self.cluster_ref(Capability::Standby)?;
         let standby = self.connect_to(Node::Standby).await?;
-        let conninfo: String = standby.query_one("SHOW primary_conninfo", &[]).await.map_err(replication)?.get(0);
+        let conninfo: String = standby
+            .query_one("SHOW primary_conninfo", &[])
+            .await
+            .map_err(statement("reading primary_conninfo", Node::Standby))?
+            .get(0);
         let c = self.cluster(Capability::Standby)?;
         if conninfo.is_empty() {
-            return Err(ProviderError::Replication("the standby's receiver is already paused".into()));
+            return Err(ProviderError::WrongState {
+                action: "pause the standby's WAL receiver",
+                state: "it is already paused",
+            });
         }
         c.paused_conninfo = Some(conninfo);
-        alter_system(&standby, "primary_conninfo", "").await?;
-        self.wait_for(Node::Standby, "SELECT count(*) = 0 FROM pg_stat_wal_receiver", "the WAL receiver to stop").await
+        alter_system(&standby, Node::Standby, "primary_conninfo", "").await?;
+        self.wait_for(Node::Standby, "SELECT count(*) = 0 FROM pg_stat_wal_receiver", &[], "the WAL receiver to stop")
+            .await
     }
 
     /// Reconnects a paused receiver and waits until it streams again.
     pub async fn resume_standby_receiver(&mut self) -> Result<(), ProviderError> {
         let c = self.cluster(Capability::Standby)?;
         let Some(conninfo) = c.paused_conninfo.take() else {
-            return Err(ProviderError::Replication("the standby's receiver is not paused".into()));
+            return Err(ProviderError::WrongState {
+                action: "resume the standby's WAL receiver",
+                state: "it is not paused",
+            });
         };
         let standby = self.connect_to(Node::Standby).await?;
-        alter_system(&standby, "primary_conninfo", &conninfo).await?;
+        alter_system(&standby, Node::Standby, "primary_conninfo", &conninfo).await?;
         self.wait_for(
             Node::Standby,
             "SELECT count(*) = 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+            &[],
             "the WAL receiver to stream",
         )
         .await
@@ -450,11 +543,12 @@ impl Server {
         self.cluster(Capability::Standby)?;
         let primary = self.connect().await?;
         let value = if on { "*" } else { "" };
-        alter_system(&primary, "synchronous_standby_names", value).await?;
+        alter_system(&primary, Node::Primary, "synchronous_standby_names", value).await?;
         if on {
             self.wait_for(
                 Node::Primary,
                 "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                &[],
                 "the standby to become synchronous",
             )
             .await
@@ -462,6 +556,7 @@ impl Server {
             self.wait_for(
                 Node::Primary,
                 "SELECT current_setting('synchronous_standby_names') = ''",
+                &[],
                 "synchronous replication to be off",
             )
             .await
@@ -472,11 +567,20 @@ impl Server {
     pub async fn promote_standby(&mut self) -> Result<(), ProviderError> {
         self.cluster(Capability::Standby)?;
         let standby = self.connect_to(Node::Standby).await?;
-        let promoted: bool = standby.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(replication)?.get(0);
+        let promoted: bool = standby
+            .query_one("SELECT pg_promote(true, 60)", &[])
+            .await
+            .map_err(statement("promoting the standby (pg_promote)", Node::Standby))?
+            .get(0);
         if !promoted {
-            return Err(ProviderError::Replication("pg_promote did not finish within 60 s".into()));
+            return Err(ProviderError::Timeout {
+                node: Node::Standby,
+                waited_for: "pg_promote to finish",
+                seconds: 60,
+            });
         }
-        self.wait_for(Node::Standby, "SELECT NOT pg_is_in_recovery()", "the promoted standby to accept writes").await
+        self.wait_for(Node::Standby, "SELECT NOT pg_is_in_recovery()", &[], "the promoted standby to accept writes")
+            .await
     }
 
     /// Takes a base backup of the primary (archiving has been on since the server started).
@@ -490,10 +594,18 @@ impl Server {
     pub async fn switch_wal_and_wait_archived(&mut self) -> Result<String, ProviderError> {
         self.cluster(Capability::Archive)?;
         let primary = self.connect().await?;
-        let segment: String =
-            primary.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[]).await.map_err(replication)?.get(0);
-        let check = format!("SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver");
-        self.wait_for(Node::Primary, &check, "the archiver to copy the closed segment").await?;
+        let segment: String = primary
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .map_err(statement("switching to a new WAL segment", Node::Primary))?
+            .get(0);
+        self.wait_for(
+            Node::Primary,
+            "SELECT coalesce(last_archived_wal >= $1, false) FROM pg_stat_archiver",
+            &[&segment],
+            "the archiver to copy the closed segment",
+        )
+        .await?;
         Ok(segment)
     }
 
@@ -507,37 +619,48 @@ impl Server {
     pub async fn restore_primary_from_archive(&mut self) -> Result<(), ProviderError> {
         let c = self.cluster(Capability::Archive)?;
         if c.primary_running {
-            return Err(ProviderError::Replication("the primary is running; crash it before restoring over it".into()));
+            return Err(ProviderError::WrongState {
+                action: "restore the primary from the archive",
+                state: "the primary is running; crash it before restoring over it",
+            });
         }
         c.host.restore_primary_from_archive().await?;
         c.primary_running = true;
         self.wait_ready(Node::Primary).await?;
-        self.wait_for(Node::Primary, "SELECT NOT pg_is_in_recovery()", "archive recovery to end").await
+        self.wait_for(Node::Primary, "SELECT NOT pg_is_in_recovery()", &[], "archive recovery to end").await
     }
 
     /// Removes the servers and everything they wrote (container, temporary directory, database).
-    /// Dropping a `Server` does the same on a best-effort basis; this reports errors.
+    /// Dropping a `Server` instead only signals its servers; see [`reap_all`].
     pub async fn shutdown(self) -> Result<(), ProviderError> {
         match self.inner {
-            ServerKind::Cluster(c) => match c.host {
-                cluster::Host::Container { container } => container::remove(container).await,
-                host @ cluster::Host::Local(_) => host.stop_all().await,
-            },
+            ServerKind::Cluster(c) => c.remove().await,
             ServerKind::Url(u) => u.drop_database().await,
         }
     }
 
     /// Polls `check` (one boolean) on a node until it is true.
-    async fn wait_for(&self, node: Node, check: &str, what: &str) -> Result<(), ProviderError> {
+    async fn wait_for(
+        &self,
+        node: Node,
+        check: &str,
+        params: &[&(dyn ToSql + Sync)],
+        waited_for: &'static str,
+    ) -> Result<(), ProviderError> {
         let client = self.connect_to(node).await?;
         let started = Instant::now();
         while started.elapsed() < READY_TIMEOUT {
-            if client.query_one(check, &[]).await.map_err(replication)?.get::<_, bool>(0) {
+            let row = client.query_one(check, params).await.map_err(|source| ProviderError::Statement {
+                action: format!("checking for {waited_for}"),
+                node,
+                source,
+            })?;
+            if row.get::<_, bool>(0) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(ProviderError::Replication(format!("gave up waiting {} s for {what}", READY_TIMEOUT.as_secs())))
+        Err(ProviderError::Timeout { node, waited_for, seconds: READY_TIMEOUT.as_secs() })
     }
 
     async fn wait_ready(&self, node: Node) -> Result<(), ProviderError> {
@@ -576,24 +699,35 @@ fn settings_for(needs: &[Capability], backend: Backend) -> Vec<(String, String)>
         // Never overwrite a segment already archived (the documentation's example does the same).
         settings.push(("archive_command".into(), format!("test ! -f '{archive}/%f' && cp '%p' '{archive}/%f'")));
     }
+    if needs.contains(&Capability::Logical) {
+        // wal_level needs a restart, so it is set before the first start. Ten slots and senders
+        // (the defaults, stated so a lab can count on them): a few logical slots, a
+        // subscription's apply worker and tablesync workers, and a standby's pg_basebackup.
+        settings.push(("wal_level".into(), "logical".into()));
+        settings.push(("max_replication_slots".into(), "10".into()));
+        settings.push(("max_wal_senders".into(), "10".into()));
+    }
     settings
 }
 
 /// ALTER SYSTEM and a reload. (ALTER SYSTEM cannot share a multi-statement query: that is
 /// one implicit transaction block, which it refuses.)
-async fn alter_system(client: &Client, setting: &str, value: &str) -> Result<(), ProviderError> {
+async fn alter_system(client: &Client, node: Node, setting: &str, value: &str) -> Result<(), ProviderError> {
+    let failed = |source| ProviderError::Statement { action: format!("ALTER SYSTEM SET {setting}"), node, source };
     client
         .batch_execute(&format!("ALTER SYSTEM SET {setting} = '{}'", value.replace('\'', "''")))
         .await
-        .map_err(replication)?;
-    client.batch_execute("SELECT pg_reload_conf()").await.map_err(replication)
+        .map_err(failed)?;
+    client.batch_execute("SELECT pg_reload_conf()").await.map_err(|source| ProviderError::Statement {
+        action: "reloading the configuration (pg_reload_conf)".into(),
+        node,
+        source,
+    })
 }
 
-fn replication(e: tokio_postgres::Error) -> ProviderError {
-    ProviderError::Replication(match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
-    })
+/// Maps a failed statement to [`ProviderError::Statement`] with what it was doing.
+fn statement(action: &'static str, node: Node) -> impl FnOnce(tokio_postgres::Error) -> ProviderError {
+    move |source| ProviderError::Statement { action: action.into(), node, source }
 }
 
 fn endpoint_of(c: &tokio_postgres::Config) -> String {
@@ -617,11 +751,11 @@ pub fn capabilities_of(backend: Backend) -> &'static [Capability] {
 pub async fn resolve_backend(config: &ProviderConfig) -> Result<Backend, ProviderError> {
     match config.backend {
         Backend::Container => {
-            DockerEngine::detect().await.map_err(ProviderError::DockerUnavailable)?;
+            DockerEngine::detect().await?;
             Ok(Backend::Container)
         }
         Backend::Local => {
-            find_local_binaries().map_err(ProviderError::LocalUnavailable)?;
+            find_local_binaries_async().await?;
             Ok(Backend::Local)
         }
         Backend::Url => {
@@ -630,7 +764,7 @@ pub async fn resolve_backend(config: &ProviderConfig) -> Result<Backend, Provide
         }
         Backend::Auto => {
             let docker = DockerEngine::detect().await;
-            let local = find_local_binaries();
+            let local = find_local_binaries_async().await;
             match (docker, local) {
                 // The image is there: the container backend works offline.
                 (Ok(engine), _) if engine.has_image(&config.image).await => Ok(Backend::Container),
@@ -639,22 +773,10 @@ pub async fn resolve_backend(config: &ProviderConfig) -> Result<Backend, Provide
                 // Docker without the image and no binaries: let testcontainers pull it.
                 (Ok(_), Err(_)) => Ok(Backend::Container),
                 (Err(_), Ok(_)) => Ok(Backend::Local),
-                (Err(docker), Err(local)) => Err(ProviderError::NothingAvailable { docker, local }),
+                (Err(docker), Err(local)) => {
+                    Err(ProviderError::NothingAvailable { docker: docker.reason(), local: local.reason() })
+                }
             }
         }
     }
-}
-
-// ---- TEMPORARY until the provider branch lands (reaper, leftovers, async binary search) ----
-/// Removes every server this process started that is still registered. (Provider branch.)
-pub async fn reap_all() -> Vec<String> {
-    Vec::new()
-}
-/// Removes leftovers of killed labs processes. (Provider branch.)
-pub async fn clean_leftovers() -> Result<Vec<String>, ProviderError> {
-    Ok(Vec::new())
-}
-/// Lists leftovers of killed labs processes. (Provider branch.)
-pub async fn find_leftovers() -> Result<Vec<String>, ProviderError> {
-    Ok(Vec::new())
 }

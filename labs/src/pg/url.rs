@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::NoTls;
 
-use super::ProviderError;
+use super::{endpoint_of, ProviderError, ServerVersion};
 
 pub(super) struct UrlDatabase {
     admin: tokio_postgres::Config,
@@ -13,17 +13,24 @@ pub(super) struct UrlDatabase {
 }
 
 impl UrlDatabase {
-    pub(super) async fn create(url: &str) -> Result<Self, ProviderError> {
-        let admin: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ProviderError::Url(format!("DATABASE_URL is not a valid connection string: {e}")))?;
+    /// Checks the server's version, then creates the lab's database.
+    pub(super) async fn create(url: &str) -> Result<(Self, ServerVersion), ProviderError> {
+        let admin: tokio_postgres::Config =
+            url.parse().map_err(|source| ProviderError::DatabaseUrlInvalid { source })?;
+        let client = connect(&admin).await?;
+        let version = ServerVersion::query(&client).await?;
+        version.check_supported()?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let database = format!("labs_{}_{nanos}", std::process::id());
-        let client = connect(&admin).await?;
-        client.batch_execute(&format!("CREATE DATABASE {database}")).await.map_err(|e| {
-            ProviderError::Url(format!("could not create database {database} (the user needs CREATEDB): {e}"))
+        client.batch_execute(&format!("CREATE DATABASE {database}")).await.map_err(|source| {
+            ProviderError::UrlDatabase {
+                action: "create",
+                database: database.clone(),
+                hint: " (the user in DATABASE_URL needs CREATEDB)",
+                source,
+            }
         })?;
-        Ok(UrlDatabase { admin, database })
+        Ok((UrlDatabase { admin, database }, version))
     }
 
     pub(super) fn database(&self) -> &str {
@@ -38,10 +45,9 @@ impl UrlDatabase {
 
     pub(super) async fn drop_database(self) -> Result<(), ProviderError> {
         let client = connect(&self.admin).await?;
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
-            .await
-            .map_err(|e| ProviderError::Url(format!("could not drop database {}: {e}", self.database)))
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)).await.map_err(
+            |source| ProviderError::UrlDatabase { action: "drop", database: self.database.clone(), hint: "", source },
+        )
     }
 }
 
@@ -49,7 +55,7 @@ async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Clie
     let (client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| ProviderError::Url(format!("could not connect to DATABASE_URL: {e}")))?;
+        .map_err(|source| ProviderError::Connect { endpoint: endpoint_of(config), source })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
