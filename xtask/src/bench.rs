@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, describe, run_command};
+use crate::{cargo, children, describe, minutes, run_command_within};
 
 /// Seed and size of the benchmark log: 250,000 payments of four events, plus planted anomalies.
 const SEED: &str = "7";
@@ -27,15 +27,16 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
-    run_command(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]))?;
+    run_command_within(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]), minutes(60))?;
     let labs = root.join("target/release/labs");
     let dir = root.join("target/bench");
     let log = dir.join("million/incident.jsonl");
     if !log.exists() {
-        run_command(
+        run_command_within(
             Command::new(&labs)
                 .args(["sleuth", "generate", "--seed", SEED, "--payments", PAYMENTS, "--force", "--out"])
                 .arg(dir.join("million")),
+            minutes(30),
         )?;
     }
     let lines = count_lines(&log)?;
@@ -97,10 +98,10 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     // The reference store: one fresh server (local binaries: no container overhead in the
     // figures), every append shape and reader against its ceiling in the same run.
     println!("$ labs --pg local bench store --runs {runs} --json");
-    let store = Command::new(&labs)
-        .args(["--pg", "local", "bench", "store", "--json", "--runs"])
-        .arg(runs.to_string())
-        .output()?;
+    let store = children::output(
+        Command::new(&labs).args(["--pg", "local", "bench", "store", "--json", "--runs"]).arg(runs.to_string()),
+        None,
+    )?;
     if store.status.success() {
         let report: serde_json::Value = serde_json::from_slice(&store.stdout).context("labs bench store --json")?;
         for shape in report["shapes"].as_array().cloned().unwrap_or_default() {
@@ -169,11 +170,15 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
     // stderr goes to a file, not a pipe: a pipe nobody reads during the run could fill and block it.
     let stderr_path = std::env::temp_dir().join(format!("xtask-bench-{}.stderr", std::process::id()));
     let stderr_file = std::fs::File::create(&stderr_path)?;
-    let child = cmd.stdout(Stdio::null()).stderr(stderr_file).spawn().with_context(|| describe(cmd))?;
+    let name = describe(cmd);
+    // Registered like every child, so an interrupt ends it; no time limit: it is being measured.
+    let child = children::Running::spawn(cmd.stdout(Stdio::null()).stderr(stderr_file), name)?;
     let mut status = 0;
     // SAFETY: wait4 on our own child's pid, which std has not waited for; rusage is plain data.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let pid = unsafe { libc::wait4(child.pid() as i32, &mut status, 0, &mut usage) };
+    // Reaped above: dropping it only takes it off the list of running children.
+    drop(child);
     let wall = started.elapsed();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let _ = std::fs::remove_file(&stderr_path);
