@@ -99,7 +99,7 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
         .context("could not load the book (book/src/SUMMARY.md and its chapters)")?;
     book.config.set("preprocessor.admonish", admonish)?;
     let bank = crate::load_bank(root)?;
-    let cohort = crate::load_cohort(root, &course)?;
+    let cohort = crate::load_cohort(root)?;
     book.with_preprocessor(CoursePreprocessor { course, cohort, bank, edition });
     book.with_preprocessor(mdbook_admonish::Admonish);
 

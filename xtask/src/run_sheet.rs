@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn the_half_day_and_a_skipped_activity_come_from_the_same_data() {
-        let settings = labs::settings::Settings::compiled_in();
+        let settings = labs::settings::Settings::load_from(labs::settings::Kit::at(crate::test_kit())).unwrap();
         let (course, mut cohort) = (settings.course, settings.cohort);
         cohort.variant = "half-day".into();
         cohort.skip = vec!["outage".into()];

@@ -1,7 +1,8 @@
 //! Runs every ```sql block of the book against a real PostgreSQL: a claim the book makes in SQL
 //! must at least run. One server for the whole step (through labs::pg, like the labs), one
 //! fresh database per chapter file, blocks in file order in one session, so a chapter's later
-//! blocks can use the tables its earlier blocks created.
+//! blocks can use the tables its earlier blocks created. Chapters of activities the cohort skips
+//! are not in the book, so their blocks are not run (the step says which).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use labs::pg::{Backend, ProviderConfig, Server};
 use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::NoTls;
 
+use crate::children;
 use crate::markdown::{self, SqlBlock};
 use crate::{book, rel};
 
@@ -17,10 +19,28 @@ use crate::{book, rel};
 const STATEMENT_TIMEOUT: &str = "60s";
 
 pub fn run(root: &Path, backend: Backend) -> Result<()> {
+    let settings = crate::load_settings(root)?;
     let src = root.join("book/src");
+    let skipped: Vec<(PathBuf, &str)> = settings
+        .course
+        .activities
+        .iter()
+        .filter(|a| !settings.cohort.runs(&a.id))
+        .map(|a| (src.join(a.folder()), a.id.as_str()))
+        .collect();
+    let mut left_out: Vec<(usize, &str, String)> = Vec::new();
     let mut chapters: Vec<(PathBuf, Vec<SqlBlock>)> = Vec::new();
     let mut problems = Vec::new();
     for page in book::markdown_files(&src)? {
+        if let Some((folder, id)) = skipped.iter().find(|(folder, _)| page.starts_with(folder)) {
+            let text = std::fs::read_to_string(&page).unwrap_or_default();
+            let blocks = markdown::sql_blocks(&text).len();
+            match left_out.iter_mut().find(|(_, skipped_id, _)| skipped_id == id) {
+                Some((count, _, _)) => *count += blocks,
+                None => left_out.push((blocks, id, rel(root, folder))),
+            }
+            continue;
+        }
         let text = std::fs::read_to_string(&page).with_context(|| format!("could not read {}", page.display()))?;
         let dir = page.parent().unwrap_or(&src).to_path_buf();
         let mut blocks = Vec::new();
@@ -36,6 +56,11 @@ pub fn run(root: &Path, backend: Backend) -> Result<()> {
             chapters.push((page, blocks));
         }
     }
+    for (blocks, id, folder) in &left_out {
+        println!(
+            "not run: {blocks} SQL block(s) in {folder}/ (cohort.toml skips {id}, so its chapter is not in the book)"
+        );
+    }
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
@@ -47,20 +72,43 @@ pub fn run(root: &Path, backend: Backend) -> Result<()> {
     println!("{count} SQL block(s) in {} chapter file(s)", chapters.len());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // On SIGINT, SIGTERM or SIGHUP xtask waits for this hold: the server is removed first.
+    let _hold = children::hold("the PostgreSQL server of the book's SQL blocks");
     runtime.block_on(async {
-        let config = ProviderConfig::from_env(Some(backend))?;
-        let server = Server::start(&config, &[]).await?;
-        println!("PostgreSQL: {}", server.describe());
-        let result = run_chapters(root, &server, &chapters).await;
-        if let Err(e) = server.shutdown().await {
-            eprintln!("warning: could not remove the server: {e}");
+        let work = async {
+            let config = ProviderConfig::from_env(Some(backend))?;
+            let server = Server::start(&config, &[]).await?;
+            println!("PostgreSQL: {}", server.describe());
+            let result = run_chapters(root, &server, &chapters).await;
+            if let Err(e) = server.shutdown().await {
+                eprintln!("warning: could not remove the server: {e}");
+            }
+            let failures = result?;
+            if !failures.is_empty() {
+                bail!("{} SQL block(s) failed:\n  {}", failures.len(), failures.join("\n  "));
+            }
+            Ok(())
+        };
+        // The work, and with it the server's handle, is dropped when select! returns.
+        let interrupted = tokio::select! {
+            result = work => return result,
+            signal = stop_requested() => signal,
+        };
+        for line in labs::pg::reap_all().await {
+            eprintln!("  {line}");
         }
-        let failures = result?;
-        if !failures.is_empty() {
-            bail!("{} SQL block(s) failed:\n  {}", failures.len(), failures.join("\n  "));
-        }
-        Ok(())
+        bail!("interrupted by {}: the server is removed", children::signal_name(interrupted))
     })
+}
+
+/// Resolves once xtask is stopping on a signal, with the signal.
+async fn stop_requested() -> libc::c_int {
+    loop {
+        if let Some(signal) = children::stopping() {
+            return signal;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Returns one line per failing block: `file:line: the server's error`.
