@@ -182,8 +182,8 @@ pub fn try_fork(kit: &Path, fork: &Fork, chromium: Option<&Path>) -> Result<Trie
                         .activities
                         .iter()
                         .filter(|a| !settings.cohort.runs(&a.id) && a.status == Status::Ready)
-                        .map(|a| a.folder())
-                        .filter(|folder| out.join(folder).exists())
+                        .map(|a| format!("{}/index.html", a.folder()))
+                        .filter(|page| out.join(page).exists())
                         .collect();
                     let mut ok = skipped_chapters.is_empty();
                     if !ok {
