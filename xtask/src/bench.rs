@@ -28,7 +28,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     run_command_within(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]), minutes(60))?;
-    let labs = root.join("target/release/labs");
+    let labs = crate::cargo_target_dir(root).join("release/labs");
     let dir = root.join("target/bench");
     let log = dir.join("million/incident.jsonl");
     if !log.exists() {

@@ -368,7 +368,7 @@ fn local_lab(root: &Path, first: &Activity) -> Result<Outcome> {
 /// labs alone, a different set from `cargo test --workspace`, and rebuild half the dependency
 /// tree (minutes on a 2-core machine); building with `--workspace` reuses the test build.
 fn labs_command(root: &Path) -> std::process::Command {
-    let binary = root.join("target/debug/labs");
+    let binary = crate::cargo_target_dir(root).join("debug/labs");
     if let Err(e) = run_command(cargo(root).args(["build", "--quiet", "--workspace", "--bins"])) {
         // Fall through: running the binary then fails with a message that names it.
         eprintln!("{e:#}");

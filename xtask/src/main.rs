@@ -256,6 +256,15 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// Where cargo puts what it builds for the kit at `root`: `CARGO_TARGET_DIR` when set (as in
+/// CI caches and shared build directories), else `target/`.
+pub fn cargo_target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 /// A path relative to the repository root, for messages.
 pub fn rel(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).display().to_string()
