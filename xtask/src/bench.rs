@@ -28,12 +28,18 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     run_command_within(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]), minutes(60))?;
-    let labs = crate::cargo_target_dir(root).join("release/labs");
+    let binary = crate::cargo_target_dir(root).join("release/labs");
+    // Every labs run below reads this kit (see check.rs's labs_command for why).
+    let labs = || {
+        let mut cmd = Command::new(&binary);
+        cmd.env("LABS_HOME", root);
+        cmd
+    };
     let dir = root.join("target/bench");
     let log = dir.join("million/incident.jsonl");
     if !log.exists() {
         run_command_within(
-            Command::new(&labs)
+            labs()
                 .args(["sleuth", "generate", "--seed", SEED, "--payments", PAYMENTS, "--force", "--out"])
                 .arg(dir.join("million")),
             minutes(30),
@@ -43,7 +49,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
 
     let mut results = Vec::new();
     let audit: Vec<Sample> =
-        (0..runs).map(|_| measure(Command::new(&labs).args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
+        (0..runs).map(|_| measure(labs().args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
     let audit_median = median(audit.iter().map(|s| s.wall));
     let peak = audit.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
     results.push(serde_json::json!({
@@ -57,7 +63,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
 
     for backend in ["local", "container"] {
         let samples: Result<Vec<Sample>> =
-            (0..runs).map(|_| measure(Command::new(&labs).args(["run", "log-sleuth", "--pg", backend]))).collect();
+            (0..runs).map(|_| measure(labs().args(["run", "log-sleuth", "--pg", backend]))).collect();
         match samples {
             Ok(samples) => results.push(serde_json::json!({
                 "benchmark": format!("labs run log-sleuth --pg {backend} (fresh server included)"),
@@ -83,7 +89,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     for backend in ["local", "container"] {
         for args in live {
             let samples: Result<Vec<Sample>> =
-                (0..live_runs).map(|_| measure(Command::new(&labs).args(args).args(["--pg", backend]))).collect();
+                (0..live_runs).map(|_| measure(labs().args(args).args(["--pg", backend]))).collect();
             let name = format!("labs {} --pg {backend}", args.join(" "));
             results.push(match samples {
                 Ok(samples) => {
@@ -99,7 +105,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     // figures), every append shape and reader against its ceiling in the same run.
     println!("$ labs --pg local bench store --runs {runs} --json");
     let store = children::output(
-        Command::new(&labs).args(["--pg", "local", "bench", "store", "--json", "--runs"]).arg(runs.to_string()),
+        labs().args(["--pg", "local", "bench", "store", "--json", "--runs"]).arg(runs.to_string()),
         None,
     )?;
     if store.status.success() {

@@ -373,7 +373,11 @@ fn labs_command(root: &Path) -> std::process::Command {
         // Fall through: running the binary then fails with a message that names it.
         eprintln!("{e:#}");
     }
-    std::process::Command::new(binary)
+    let mut labs = std::process::Command::new(binary);
+    // This kit, whatever labs would find on its own: it looks beside its binary first, and with
+    // CARGO_TARGET_DIR elsewhere that is another checkout's course, cohort and exercises.
+    labs.env("LABS_HOME", root);
+    labs
 }
 
 /// `labs check`'s exit codes (labs::Exit): xtask reads codes, never message text.

@@ -38,12 +38,12 @@ pub fn cohort_toml(cohort: &Cohort) -> String {
     toml::to_string(&File { cohort }).expect("a cohort serializes")
 }
 
-/// The matrix for this kit: the shipped cohort, then forks of it.
+/// The matrix for this kit: its cohort.toml as it is, then forks of it.
 pub fn forks(course: &Course, shipped: &Cohort, myth_ids: &[String]) -> (Vec<Fork>, Vec<String>) {
     let mut forks = Vec::new();
     let mut notes = Vec::new();
     let valid = |name: String, cohort: Cohort| Fork { name, cohort, fails_on: None };
-    forks.push(valid("the shipped cohort.toml".into(), shipped.clone()));
+    forks.push(valid("cohort.toml as it is".into(), shipped.clone()));
 
     match course.variants.first() {
         Some(variant) => forks.push(valid(

@@ -26,7 +26,11 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
     let skipped: Vec<String> = course.activities.iter().filter(|a| !cohort.runs(&a.id)).map(|a| a.folder()).collect();
     let runs = |path: &Path| !path.components().any(|c| skipped.iter().any(|s| c.as_os_str() == s.as_str()));
     for activity in course.activities.iter().filter(|a| !cohort.runs(&a.id)) {
-        println!("left out of both bundles: {} (cohort.toml skips {})", activity.folder(), activity.id);
+        println!(
+            "left out of both bundles: {}'s chapter, fixtures/{}/ and printable pages (cohort.toml skips it)",
+            activity.id,
+            activity.folder()
+        );
     }
     let full = Edition::Full.default_out(root);
     let attendee = Edition::Attendee.default_out(root);
