@@ -238,7 +238,8 @@ impl Running {
             drop(registry);
             park_for_exit();
         }
-        let child = cmd.process_group(0).spawn().with_context(|| {
+        // No child reads the terminal: from a process group of its own that would stop it (SIGTTIN).
+        let child = cmd.process_group(0).stdin(Stdio::null()).spawn().with_context(|| {
             format!("could not start `{}`: is it installed and on PATH?", cmd.get_program().to_string_lossy())
         })?;
         registry.children.push(Registered { pid: child.id(), name: name.clone() });

@@ -112,12 +112,17 @@ fn activities(course: &Course, cohort: &Cohort) -> String {
             a.lab.replace('|', "\\|")
         ));
     }
-    if !not_run.is_empty() {
-        table.push_str(&format!(
+    match not_run.len() {
+        0 => {}
+        1 => table.push_str(&format!(
+            "\nNot run in this session: {}. Its chapter and fixtures are not in this bundle; its slot is open lab time.\n",
+            not_run[0]
+        )),
+        _ => table.push_str(&format!(
             "\nNot run in this session: {}. Their chapters and fixtures are not in this bundle; their slots are open \
              lab time.\n",
             not_run.join(", ")
-        ));
+        )),
     }
     table.trim_end().to_string()
 }
