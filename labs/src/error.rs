@@ -22,7 +22,7 @@ pub enum Exit {
     CheckFailed,
     /// 2: bad usage: an unknown flag, activity, myth or scenario (clap uses 2 as well).
     Usage,
-    /// 3: the activity has no exercise (or its lab is a draft).
+    /// 3: the activity has no exercise, or its lab is a draft.
     NoExercise,
     /// 4: the lab or check could not run: no server, an unreadable file, a database error.
     CouldNotRun,

@@ -41,6 +41,9 @@ pub trait Lab: Sync + 'static {
     /// Whether a first Ctrl-C asks the lab to finish its step and report what it has
     /// ([`Ctx::stop_requested`]); otherwise it abandons the lab at once.
     const WINDS_DOWN: bool = false;
+    /// The flags of a short run for smoke tests (another PostgreSQL major, the bundle): the
+    /// same lab, as small as it can be and still show its point. Empty: the lab as it is.
+    const SMOKE_ARGS: &'static [&'static str] = &[];
     /// `labs run <id>`'s own flags.
     type Args: Args + Send + 'static;
     type Report: Report + 'static;
@@ -277,6 +280,7 @@ pub trait AnyLab: Sync {
     fn id(&self) -> &'static str;
     fn needs(&self) -> &'static [Capability];
     fn winds_down(&self) -> bool;
+    fn smoke_args(&self) -> &'static [&'static str];
     /// `labs run <id>` with the lab's flags.
     fn command(&self) -> clap::Command;
     fn run<'a>(&'a self, matches: &'a ArgMatches, ctx: &'a Ctx) -> LocalBoxFuture<'a, Result<Rendered, LabError>>;
@@ -293,6 +297,9 @@ impl<L: Lab> AnyLab for L {
     }
     fn winds_down(&self) -> bool {
         L::WINDS_DOWN
+    }
+    fn smoke_args(&self) -> &'static [&'static str] {
+        L::SMOKE_ARGS
     }
     fn command(&self) -> clap::Command {
         // The help line is the activity's one-line lab description from the built-in course.

@@ -67,6 +67,7 @@ pub mod mythbusting;
 pub mod outage;
 pub mod pg;
 pub mod reflection_wall;
+pub mod replay_clock;
 pub mod rng;
 pub mod schema_sketch;
 pub mod settings;
@@ -85,4 +86,5 @@ pub static LABS: &[&dyn AnyLab] = &[
     &wal_race::WalRace,
     &outage::Outage,
     &reflection_wall::ReflectionWall,
+    &replay_clock::ReplayClock,
 ];

@@ -65,6 +65,9 @@ enum Command {
     },
     /// Remove servers, directories and containers left by a labs process that was killed.
     Clean,
+    /// While online, before the day: get the PostgreSQL image (or check it is there) and say how
+    /// big it is, so the labs need no download in the room.
+    Prepare,
     /// Exercise files: `labs exercises init` writes fresh copies.
     #[command(subcommand)]
     Exercises(Exercises),
@@ -199,13 +202,18 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // `labs run <unknown>`: name the activities, as `labs check <unknown>` does.
+        // `labs run <unknown>`: name the activities, as `labs check <unknown>` does; a draft says so.
         Err(e)
             if e.kind() == clap::error::ErrorKind::InvalidSubcommand
                 && std::env::args().nth(1).as_deref() == Some("run") =>
         {
             let unknown = e.get(clap::error::ContextKind::InvalidSubcommand).map(|v| v.to_string()).unwrap_or_default();
-            let ids: Vec<&str> = LABS.iter().map(|lab| lab.id()).collect();
+            let course = Settings::load().map(|s| s.course).unwrap_or_else(|_| Settings::compiled_in().course);
+            if course.activity(&unknown).is_some() {
+                eprintln!("activity '{unknown}' is a draft: its lab is not in this build yet (`labs list` shows which are ready)");
+                return ExitCode::from(Exit::NoExercise.code());
+            }
+            let ids: Vec<&str> = course.activities.iter().map(|a| a.id.as_str()).collect();
             eprintln!("error: unknown activity '{unknown}'; the activities are: {}", ids.join(", "));
             return ExitCode::from(Exit::Usage.code());
         }
@@ -335,8 +343,8 @@ async fn guarded<T>(
     winds_down: bool,
     work: impl Future<Output = T>,
 ) -> Result<T, Interruption> {
-    // Boxed, not pinned on the stack, so `drop(work)` below really drops the abandoned lab (and
-    // its servers) before the sweep; dropping a `Pin<&mut _>` would drop nothing.
+    // Boxed, so dropping it below really drops the lab (its servers' child processes included)
+    // before the sweep; dropping a `Pin<&mut _>` would drop nothing.
     let mut work = Box::pin(work);
     let mut asked_to_stop = false;
     let interruption = loop {
@@ -371,24 +379,47 @@ fn context(backend: Option<Backend>) -> Result<Ctx, Outcome> {
     Ok(Ctx::new(settings, provider))
 }
 
+/// Before a lab starts servers: remove what a killed labs process left (its owner is gone, so
+/// nothing in use is touched), saying what. A failure here never stops the lab.
+async fn sweep_leftovers() {
+    match pg::clean_leftovers().await {
+        Ok(removed) => {
+            for line in removed {
+                eprintln!("cleaned up after a labs process that was killed: {line}");
+            }
+        }
+        Err(e) => {
+            eprintln!("warning: could not look for leftovers of killed labs processes ({e}); `labs clean` retries")
+        }
+    }
+}
+
 async fn command(cli: Cli, signals: &mut Signals) -> Result<Exit, Outcome> {
     match cli.command {
         Command::List { json } => list(json),
         Command::Run(run) => {
             let ctx = context(cli.pg)?;
             ready(&ctx, run.lab.id())?;
+            sweep_leftovers().await;
             let rendered = step(signals, Some(&ctx), run.lab.winds_down(), run.lab.run(&run.matches, &ctx)).await?;
             print(&rendered, run.json)
         }
         Command::Check { lab, file, solution, json } => {
             let ctx = context(cli.pg)?;
-            let Some(found) = lab::find(&lab) else { return Err(unknown_activity(&ctx, &lab)) };
+            let Some(found) = lab::find(&lab) else {
+                if ctx.settings.course.activity(&lab).is_some() {
+                    eprintln!("activity '{lab}' is a draft: its lab and exercise are not in this build yet");
+                    return Ok(Exit::NoExercise);
+                }
+                return Err(unknown_activity(&ctx, &lab));
+            };
             ready(&ctx, &lab)?;
             let Some(exercise) = found.exercise() else {
                 eprintln!("activity '{lab}' has no exercise (`labs list` shows which do)");
                 return Ok(Exit::NoExercise);
             };
             let file = exercise_file(&ctx, &exercise, file, solution)?;
+            sweep_leftovers().await;
             eprintln!("checking {}", file.shown);
             let rendered = step(signals, Some(&ctx), false, found.check(&file, &ctx)).await?;
             print(&rendered, json)
@@ -405,6 +436,10 @@ async fn command(cli: Cli, signals: &mut Signals) -> Result<Exit, Outcome> {
             Ok(Exit::Done)
         }
         Command::Exercises(Exercises::Init { dir, force }) => exercises_init(dir, force),
+        Command::Prepare => {
+            let config = ProviderConfig::from_env(cli.pg).map_err(failed)?;
+            step(signals, None, false, prepare(config)).await
+        }
         Command::Sleuth(Sleuth::Audit { files, json }) => audit(&files, json),
         Command::Sleuth(Sleuth::Generate { seed, out, difficulty, payments, force }) => {
             generate(seed, &out, difficulty, payments.map(|p| p as usize), force)
@@ -593,6 +628,44 @@ fn list(json: bool) -> Result<Exit, Outcome> {
         }
     }
     println!("\nRun one with `labs run <id>`; check your exercise with `labs check <id>`.");
+    Ok(Exit::Done)
+}
+
+/// Gets the container backend's image while online, or says why the local backend will do.
+async fn prepare(config: ProviderConfig) -> Result<Exit, LabError> {
+    let megabytes = |bytes: u64| format!("{:.0} MB", bytes as f64 / 1e6);
+    let engine = match DockerEngine::detect().await {
+        Ok(engine) => engine,
+        Err(e) => {
+            println!("no Docker engine: {e}");
+            return match pg::find_local_binaries_async().await {
+                Ok(dir) => {
+                    println!("the labs will use the local PostgreSQL binaries in {} (--pg local): nothing to download", dir.display());
+                    Ok(Exit::Done)
+                }
+                Err(local) => Err(LabError::Usage(format!(
+                    "no way to get a PostgreSQL server here: start Docker (then run `labs prepare` again) or install                      PostgreSQL's server binaries ({local})"
+                ))),
+            };
+        }
+    };
+    if let Some(info) = pg::image::image_info(&engine, &config.image).await? {
+        println!("{} is present ({}): the labs need no download", info.image, megabytes(info.size_bytes));
+        return Ok(Exit::Done);
+    }
+    println!("pulling {} (this needs the network once; the labs then run offline)...", config.image);
+    let started = Instant::now();
+    let info = pg::image::pull(&engine, &config.image, |line| eprintln!("  {line}")).await.map_err(|e| {
+        LabError::Usage(format!(
+            "{e}\nWithout access to that registry: set LABS_PG_IMAGE to an image you have (`docker images`), or use              --pg local with PostgreSQL's server binaries"
+        ))
+    })?;
+    println!(
+        "{} pulled in {:.0} s ({}): the labs need no download",
+        info.image,
+        started.elapsed().as_secs_f64(),
+        megabytes(info.size_bytes)
+    );
     Ok(Exit::Done)
 }
 

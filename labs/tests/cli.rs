@@ -143,8 +143,12 @@ fn list_as_json_has_every_activity_with_its_minutes() {
         list["activities"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, activity_ids());
     let text = String::from_utf8_lossy(&labs(&["list"]).stdout).into_owned();
+    let settings = labs::settings::Settings::compiled_in();
+    let sheet = settings.course.run_sheet_of(&settings.cohort.variant);
     for a in list["activities"].as_array().unwrap() {
-        assert!(a["minutes"].as_u64().unwrap() > 0);
+        let in_sheet =
+            sheet.iter().find(|(_, _, s)| s.activity.as_deref() == a["id"].as_str()).map_or(0, |(_, m, _)| *m);
+        assert_eq!(a["minutes"].as_u64().unwrap(), in_sheet as u64, "{a}");
         let id = a["id"].as_str().unwrap();
         let row = text.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap();
         assert!(row.contains(a["status"].as_str().unwrap()), "{row}");
@@ -177,6 +181,22 @@ fn interrupt_lab_at_several_moments(
     moments_ms: &[u64],
     check_clean: impl Fn(u32, &std::path::Path),
 ) {
+    signal_lab_at_several_moments(lab, backend, libc::SIGINT, moments_ms, check_clean);
+}
+
+/// The exit code a shell reports for a process ended by `signal`: 128 + its number.
+fn exit_code_of(signal: i32) -> i32 {
+    128 + signal
+}
+
+/// Sends `signal` to a lab at several moments and checks what is left.
+fn signal_lab_at_several_moments(
+    lab: &[&str],
+    backend: &str,
+    signal: i32,
+    moments_ms: &[u64],
+    check_clean: impl Fn(u32, &std::path::Path),
+) {
     for &ms in moments_ms {
         let tmp = tempfile::tempdir().unwrap();
         // Like /tmp: a server run as `nobody` (when the tests run as root) must reach its directory.
@@ -192,11 +212,21 @@ fn interrupt_lab_at_several_moments(
             .unwrap();
         std::thread::sleep(Duration::from_millis(ms));
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let pid = child.id();
         let out = child.wait_with_output().unwrap();
-        // Either interrupted (130) or it had already finished (0); never a crash.
-        assert!(matches!(out.status.code(), Some(0) | Some(130)), "after {ms} ms: {:?} {}", out.status, stderr(&out));
+        // Either ended by the signal (128 + its number) or it had already finished (0); never a
+        // crash, and never killed by the signal's default action (no exit code at all).
+        let expected = exit_code_of(signal);
+        assert!(
+            matches!(out.status.code(), Some(0)) || out.status.code() == Some(expected),
+            "signal {signal} after {ms} ms: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        if out.status.code() == Some(expected) {
+            assert!(stderr(&out).contains("nothing of this run is left running"), "{}", stderr(&out));
+        }
         check_clean(pid, tmp.path());
     }
 }
@@ -328,5 +358,119 @@ fn ctrl_c_during_the_race_reports_what_was_measured() {
     assert!(out_dir.join("results.json").exists() && out_dir.join("throughput.svg").exists());
     let left: Vec<_> =
         std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "results").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn nothing_left_in(tmp: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn no_container_of(pid: u32) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=io.github.es-workshop.labs.run={pid}")])
+        .output()
+        .expect("docker CLI");
+    assert!(out.stdout.is_empty(), "containers left by pid {pid}: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// SIGTERM (`timeout`, CI runners, IDE stop buttons) and SIGHUP (a closed terminal) take the same
+/// path as Ctrl-C: during the server's start, mid-lab and during teardown, nothing is left, and
+/// the exit code says which signal (143, 129).
+#[test]
+fn sigterm_and_sighup_leave_no_local_server_or_directory() {
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        signal_lab_at_several_moments(&["run", "log-sleuth"], "local", signal, &[150, 900, 1500], |_, tmp| {
+            nothing_left_in(tmp)
+        });
+    }
+}
+
+#[test]
+fn sigterm_and_sighup_leave_no_container() {
+    if !common::containers_expected() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        signal_lab_at_several_moments(&["run", "log-sleuth"], "container", signal, &[300, 1800, 3500], |pid, _| {
+            no_container_of(pid)
+        });
+    }
+}
+
+/// A run killed outright (SIGKILL) cannot clean up: its server and directory stay, owned by a
+/// process that is gone. `labs clean` removes them, and so does the next lab run; a live run's
+/// are never touched.
+#[test]
+fn what_a_killed_run_leaves_is_removed_by_labs_clean_or_the_next_run_and_a_live_run_is_left_alone() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out_dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    // Starts a race and returns once its server is up.
+    let start_race = |out: String| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labs"))
+            .args(["run", "wal-race", "--quick", "--pg", "local", "--out", &out])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().contains("server ready") {
+                break;
+            }
+        }
+        // Keep reading its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        child
+    };
+    let servers = || -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("labs-pg-"))
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    let mut live = start_race(out_dir("live"));
+    let live_dir = servers();
+    assert_eq!(live_dir.len(), 1, "{live_dir:?}");
+    let mut killed = start_race(out_dir("killed"));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let killed_dir: Vec<_> = servers().into_iter().filter(|d| !live_dir.contains(d)).collect();
+    assert_eq!(killed_dir.len(), 1, "SIGKILL leaves the run's directory: {killed_dir:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_labs")).arg("clean").env("TMPDIR", tmp.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains(killed_dir[0].to_str().unwrap()), "{said}");
+    assert!(!killed_dir[0].exists(), "labs clean left {}", killed_dir[0].display());
+    assert_eq!(servers(), live_dir, "the live run's directory must stay");
+
+    // Now the live run is killed too: the next lab run removes what it left, and says so.
+    live.kill().unwrap();
+    live.wait().unwrap();
+    let next = Command::new(env!("CARGO_BIN_EXE_labs"))
+        .args(["run", "log-sleuth", "--pg", "local"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(next.status.success(), "{}", stderr(&next));
+    assert!(stderr(&next).contains("cleaned up after a labs process that was killed"), "{}", stderr(&next));
+    assert!(servers().is_empty(), "left behind: {:?}", servers());
+    nothing_left_in_but(tmp.path(), &["live", "killed"]);
+}
+
+fn nothing_left_in_but(tmp: &std::path::Path, allowed: &[&str]) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !allowed.iter().any(|a| p.file_name().unwrap() == *a))
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -8,6 +8,7 @@
 //!   (targets: under 5 s and under 10 s with the image present).
 //! - `labs run mythbusting` (the poll's demonstrations) and each `labs run outage` scenario, local
 //!   and container (target: each under 30 s, so they can run live in the room).
+//! - `labs run replay-clock`: wall time (target under 30 s) and each rebuild strategy's events/s.
 //! - `labs bench store`: the reference store's append shapes and readers as ratios to a plain
 //!   COPY, a plain INSERT and the position reader, plus WAL bytes per event (issue 3's targets).
 
@@ -101,6 +102,12 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         }
     }
 
+    // Activity 8's lab (issue 16): its wall time, fresh server included, and each rebuild
+    // strategy's events/s, medians of at most 3 runs per backend.
+    for backend in ["local", "container"] {
+        results.extend(replay_clock(&labs, backend, runs.min(3)));
+    }
+
     // The reference store: one fresh server (local binaries: no container overhead in the
     // figures), every append shape and reader against its ceiling in the same run.
     println!("$ labs --pg local bench store --runs {runs} --json");
@@ -138,6 +145,8 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
                 _ => String::new(),
             };
             format!("{eps} events/s, {} B WAL/event{ratio}{target}", r["wal_bytes_per_event"])
+        } else if let Some(eps) = r.get("rebuild_events_per_second") {
+            format!("{eps} events/s")
         } else if let Some(lps) = r.get("lines_per_second") {
             format!(
                 "{:.2} s, {} lines/s, peak {} MiB",
@@ -162,6 +171,46 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")?;
     println!("\nwritten to {}", crate::rel(root, &out));
     Ok(())
+}
+
+/// `labs run replay-clock --json` `runs` times: the lab's median wall time and, per strategy,
+/// the median events/s it reported.
+fn replay_clock(labs: &dyn Fn() -> Command, backend: &str, runs: usize) -> Vec<serde_json::Value> {
+    let name = format!("labs run replay-clock --pg {backend} (fresh server included)");
+    let mut walls = Vec::new();
+    let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for _ in 0..runs {
+        let mut cmd = labs();
+        cmd.args(["run", "replay-clock", "--json", "--pg", backend]);
+        println!("$ {}", describe(&cmd));
+        let started = Instant::now();
+        let output = match children::output(cmd.stderr(Stdio::null()), None) {
+            Ok(output) if output.status.success() => output,
+            Ok(output) => {
+                return vec![serde_json::json!({ "benchmark": name, "skipped": format!("exit {}", output.status) })]
+            }
+            Err(e) => return vec![serde_json::json!({ "benchmark": name, "skipped": e.to_string() })],
+        };
+        walls.push(started.elapsed());
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        for s in report["strategies"].as_array().cloned().unwrap_or_default() {
+            let strategy = s["strategy"].as_str().unwrap_or_default().to_string();
+            rates.entry(strategy).or_default().push(s["events_per_second"].as_f64().unwrap_or(0.0));
+        }
+    }
+    let median_wall = median(walls.into_iter()).as_secs_f64();
+    let mut rows = vec![serde_json::json!({
+        "benchmark": name, "median_seconds": median_wall, "runs": runs, "target_seconds": 30, "meets_target": median_wall < 30.0,
+    })];
+    for (strategy, mut values) in rates {
+        values.sort_by(f64::total_cmp);
+        rows.push(serde_json::json!({
+            "benchmark": format!("replay-clock rebuild: {strategy} (--pg {backend})"),
+            "rebuild_events_per_second": values[values.len() / 2].round() as u64,
+            "runs": runs,
+        }));
+    }
+    rows
 }
 
 struct Sample {

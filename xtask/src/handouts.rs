@@ -13,13 +13,13 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::book::{self, Edition};
-use crate::{browser, links, load_course, rel, run_sheet};
+use crate::{browser, bundle, links, load_course, rel, run_sheet};
 
-pub fn run(root: &Path, out: Option<PathBuf>) -> Result<()> {
-    build(root, &out.unwrap_or_else(|| root.join("target/handouts")))
+pub fn run(root: &Path, out: Option<PathBuf>, profile: bundle::Profile) -> Result<()> {
+    build(root, &out.unwrap_or_else(|| root.join("target/handouts")), profile)
 }
 
-pub fn build(root: &Path, out: &Path) -> Result<()> {
+pub fn build(root: &Path, out: &Path, profile: bundle::Profile) -> Result<()> {
     let course = load_course(root)?;
     let cohort = crate::load_cohort(root)?;
     // Fixtures and printable pages of activities this cohort does not run stay out of both bundles.
@@ -45,8 +45,15 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
     // The printable pages of the activities that run, as PDFs for A4 and Letter.
     let (printables, _) = browser::printables_for(&course, &cohort);
 
+    // The attendee bundle runs without a toolchain: labs itself and the kit it reads.
+    let binary = bundle::labs_binary(root, profile)?;
+    let kit = bundle::attendee_kit(root, &binary, &course, &cohort)?;
+
     let attendee_zip = out.join("attendee.zip");
     let mut zip = Bundle::create(&attendee_zip, "attendee")?;
+    for file in &kit {
+        zip.add_file(&file.name, &file.bytes, file.executable)?;
+    }
     zip.add_tree(&attendee, "book", &|_| true)?;
     zip.add_tree(&fixtures, "fixtures", &|path| runs(path) && !path.components().any(|c| c.as_os_str() == "answers"))?;
     zip.add("HOW-TO-RUN.md", how_to_run.as_bytes())?;
@@ -131,8 +138,15 @@ impl Bundle {
     }
 
     fn add(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.add_file(name, bytes, false)
+    }
+
+    /// Adds a file; a program gets the executable bits, so `./labs` runs right after unzipping.
+    fn add_file(&mut self, name: &str, bytes: &[u8], executable: bool) -> Result<()> {
         // No timestamps are set (the zip crate writes 1980-01-01): the same sources give the same zip.
-        let options = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+        let mode = if executable { 0o755 } else { 0o644 };
+        let options =
+            SimpleFileOptions::default().compression_method(CompressionMethod::Deflated).unix_permissions(mode);
         self.writer.start_file(format!("{}/{name}", self.top), options)?;
         self.writer.write_all(bytes)?;
         self.files += 1;

@@ -8,6 +8,7 @@
 mod bench;
 mod book;
 mod browser;
+mod bundle;
 mod check;
 mod children;
 mod external_links;
@@ -78,6 +79,10 @@ enum Task {
     Handouts {
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Put the dev build of `labs` in the attendee bundle instead of the release build
+        /// (what `cargo xtask check` does: the same code, without a release compile).
+        #[arg(long)]
+        dev: bool,
     },
     /// Benchmarks behind the labs' speed and memory targets (medians; target/bench/results.json).
     Bench {
@@ -134,7 +139,9 @@ fn main() {
             Ok(false) => std::process::exit(1),
             Err(e) => Err(e),
         },
-        Task::Handouts { out } => handouts::run(&root, out),
+        Task::Handouts { out, dev } => {
+            handouts::run(&root, out, if dev { bundle::Profile::Dev } else { bundle::Profile::Release })
+        }
         Task::Links { update, online } => links_task(&root, update, online),
         Task::Bench { runs } => bench::run(&root, runs),
         Task::Prepare { image_from_debian } => prepare::run(&root, image_from_debian),

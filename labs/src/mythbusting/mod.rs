@@ -71,6 +71,23 @@ impl Lab for Mythbusting {
     /// Every demonstration's needs together; each demonstration asks only for its own.
     const NEEDS: &'static [Capability] =
         &[Capability::Crash, Capability::Restart, Capability::FreezeWalWriter, Capability::Standby];
+    /// Every demonstration, not only the cohort's poll: each must hold on every major.
+    const SMOKE_ARGS: &'static [&'static str] = &[
+        "--myth",
+        "replication-no-loss",
+        "--myth",
+        "identity-gap-free",
+        "--myth",
+        "notify-durable-queue",
+        "--myth",
+        "async-commit-corrupts",
+        "--myth",
+        "update-less-wal",
+        "--myth",
+        "unlogged-free-speedup",
+        "--myth",
+        "more-indexes-free",
+    ];
     type Args = RunArgs;
     type Report = MythReport;
 

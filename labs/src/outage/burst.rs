@@ -25,7 +25,7 @@ const FIRST_NEW_ORDER: usize = 10_001;
 
 /// The one event each order is: its id is derived from the order number, so a client that
 /// retries sends the same event and the store keeps one (idempotent by event id).
-fn order_placed(order: usize, writer: usize) -> (String, NewEvent) {
+pub(super) fn order_placed(order: usize, writer: usize) -> (String, NewEvent) {
     // A fixed namespace in the high bits, the order number in the low ones.
     let event_id = Uuid::from_u128((0x5a1e_u128 << 64) | order as u128);
     let data = json!({ "order": order, "writer": writer, "sku": format!("sku-{}", order % 97), "amount_cents": (order * 7919) % 100_000 });

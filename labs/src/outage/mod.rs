@@ -7,15 +7,19 @@
 //! and the failure is set up between them (the WAL writer frozen, the standby's receiver
 //! paused, the WAL segment archived). Each scenario runs twice on fresh servers: as configured
 //! (the risky setting) and safe (synchronous commit, or a synchronous standby).
+//!
+//! `labs check outage` ([`check`]) judges the attendee's detection query,
+//! `exercises/05-outage/reissued.sql`, on two scripted recoveries.
 
 pub mod burst;
+pub mod check;
 
 use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
 use crate::error::LabError;
-use crate::lab::{Ctx, Lab};
+use crate::lab::{CheckReport, Ctx, Exercise, ExerciseFile, Lab};
 use crate::pg::Capability;
 
 /// `labs run outage`.
@@ -101,7 +105,29 @@ impl Lab for Outage {
         let (configured, safe) = tokio::join!(one(Variant::AsConfigured), one(Variant::Safe));
         Ok(OutageReport::Reconciliation(Report::new(scenario, vec![configured?, safe?])))
     }
+
+    fn exercise(&self) -> Option<Exercise> {
+        Some(EXERCISE)
+    }
+
+    async fn check(&self, file: &ExerciseFile, ctx: &Ctx) -> Result<CheckReport, LabError> {
+        ctx.require(check::NEEDS).await?;
+        // Two recoveries on two fresh servers, side by side: most of each is waiting on fsync,
+        // the crash and the restart.
+        let one = async |history: check::History| {
+            ctx.progress(format_args!("outage check: {history}: {}", history.describe()));
+            ctx.with_server(check::NEEDS, async |server| check::history(server, history, file).await).await
+        };
+        let (bumped, burned) = tokio::join!(one(check::History::IdentityBumped), one(check::History::XidsBurned));
+        Ok(check::verdict(file, &[bumped?, burned?]))
+    }
 }
+
+pub const EXERCISE: Exercise = Exercise {
+    file: "05-outage/reissued.sql",
+    template: include_str!("../../../exercises/05-outage/reissued.sql"),
+    task: "after recovery: the orders whose position or transaction id was reissued",
+};
 
 id_enum! {
     pub enum Scenario {
@@ -257,8 +283,7 @@ impl Report {
         let _ = writeln!(out, "RECONCILIATION");
         let header: Vec<String> = self.runs.iter().map(|r| label(r.variant).to_string()).collect();
         let _ = writeln!(out, "  {:<58}{}", "", header.iter().map(|h| format!("{h:>15}")).collect::<String>());
-        type Row = (&'static str, fn(&Counts) -> Option<usize>);
-        let rows: [Row; 11] = [
+        let rows: [(&str, CountOf); 11] = [
             ("orders acknowledged to clients", |c| Some(c.acknowledged)),
             ("durable on the primary after recovery", |c| c.durable_on_primary),
             ("present on the standby (promoted)", |c| c.on_standby),
@@ -286,6 +311,9 @@ impl Report {
         out
     }
 }
+
+/// One row of the reconciliation: a count, or `None` where that copy does not exist.
+type CountOf = fn(&Counts) -> Option<usize>;
 
 fn label(variant: Variant) -> &'static str {
     match variant {

@@ -24,6 +24,7 @@ pub(super) async fn start(image: &str, settings: &[(String, String)]) -> Result<
     // Registered before the container exists: a start abandoned while Docker creates it still
     // leaves a registry entry, and `reap_all` finds the container by its labels.
     let (registration, server) = Registration::container();
+    let label = server.clone();
     let mut request = GenericImage::new(name, tag)
         .with_entrypoint("sh")
         .with_exposed_port(PRIMARY_PORT.tcp())
@@ -47,12 +48,16 @@ pub(super) async fn start(image: &str, settings: &[(String, String)]) -> Result<
             );
         })
         .with_startup_timeout(Duration::from_secs(120));
-    let container = ManuallyDrop::new(
-        request
-            .start()
-            .await
-            .map_err(|e| ProviderError::ContainerStart { image: image.to_string(), reason: e.to_string() })?,
-    );
+    let container = match request.start().await {
+        Ok(container) => ManuallyDrop::new(container),
+        Err(e) => {
+            // testcontainers removes what it made when its start fails; make sure of it.
+            if reaper::remove_server_containers(&label).await.is_ok() {
+                registration.release();
+            }
+            return Err(ProviderError::ContainerStart { image: image.to_string(), reason: e.to_string() });
+        }
+    };
     let id = container.id().to_string();
     registration.container_created(&id);
     match prepare(container, image, settings).await {

@@ -8,8 +8,8 @@ use super::{Backend, Capability, Node, SUPPORTED_MAJORS};
 /// Errors a caller can branch on: each says what happened and what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("{setting}={value:?} is not valid: {reason}")]
-    BadSetting { setting: &'static str, value: String, reason: String },
+    #[error("{setting} is set to an invalid value: {reason}")]
+    BadSetting { setting: &'static str, reason: String },
     #[error(
         "no PostgreSQL server available: no Docker engine answered ({docker}) and no PostgreSQL \
          binaries were found ({local}).\n\

@@ -37,10 +37,10 @@ pub fn find_local_binaries() -> Result<PathBuf, ProviderError> {
         let missing: Vec<&str> = TOOLS.iter().copied().filter(|tool| !dir.join(tool).is_file()).collect();
         return Err(ProviderError::BadSetting {
             setting: BIN_SETTING,
-            value: dir.display().to_string(),
             reason: format!(
-                "it has no {}; point it at the bin directory of a PostgreSQL 14 to 18 installation, \
+                "{} has no {}; point it at the bin directory of a PostgreSQL 14 to 18 installation, \
                  or unset it to search PATH and pg_config",
+                dir.display(),
                 missing.join(", ")
             ),
         });

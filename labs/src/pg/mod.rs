@@ -23,6 +23,7 @@ mod cluster;
 mod container;
 mod docker;
 mod error;
+pub mod image;
 mod local;
 mod reaper;
 mod scripts;
@@ -126,8 +127,7 @@ impl std::str::FromStr for Backend {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         <Backend as clap::ValueEnum>::from_str(s, true).map_err(|_| ProviderError::BadSetting {
             setting: "LABS_PG",
-            value: s.to_string(),
-            reason: "use auto, container, local or url".into(),
+            reason: format!("unknown PostgreSQL backend '{s}': use auto, container, local or url"),
         })
     }
 }

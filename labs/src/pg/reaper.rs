@@ -297,8 +297,11 @@ async fn reap_containers(registered: &[(u64, String)]) -> Result<Vec<String>, Pr
             if let Some(server) = container.labels.get(CONTAINER_SERVER_LABEL) {
                 found.push(server.clone());
             }
-            if engine.remove_container(&container.id).await? {
-                lines.push(format!("removed container {} ({})", short_id(&container.id), container.image));
+            let short = short_id(&container.id);
+            match engine.remove_container(&container.id).await {
+                Ok(true) => lines.push(format!("removed container {short} ({})", container.image)),
+                Ok(false) => {}
+                Err(e) => lines.push(format!("could not remove container {short}: {e}")),
             }
         }
         let missing = registered.iter().any(|(_, server)| !found.contains(server));
@@ -317,6 +320,16 @@ async fn reap_containers(registered: &[(u64, String)]) -> Result<Vec<String>, Pr
 /// Removes one container by id (force: a running one is killed). Missing is not an error.
 pub(super) async fn remove_container(id: &str) -> Result<(), ProviderError> {
     DockerEngine::detect().await?.remove_container(id).await.map(|_| ())
+}
+
+/// Removes whatever containers carry this server label: after a failed start, whose container
+/// may or may not have been created.
+pub(super) async fn remove_server_containers(server: &str) -> Result<(), ProviderError> {
+    let engine = DockerEngine::detect().await?;
+    for container in engine.list_containers(&format!("{CONTAINER_SERVER_LABEL}={server}")).await? {
+        engine.remove_container(&container.id).await?;
+    }
+    Ok(())
 }
 
 fn short_id(id: &str) -> &str {

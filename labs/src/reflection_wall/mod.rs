@@ -184,6 +184,38 @@ pub const MENU: &[Change] = &[
         evidence: "cargo labs run outage --scenario unarchived-wal",
         first_step: "SELECT last_archived_wal, last_archived_time, failed_count FROM pg_stat_archiver",
     },
+    Change {
+        id: "rebuild-beside",
+        change: "Rebuild a read model beside the live one, then switch the names in one transaction",
+        pain: "a read model found empty or half-built while its projection replays from zero",
+        activity: "replay-clock",
+        evidence: "cargo labs run replay-clock",
+        first_step: "find the runbook step that truncates a projection's table or resets its checkpoint",
+    },
+    Change {
+        id: "batch-replays",
+        change: "Replay in batches or in set-based SQL, never one transaction and checkpoint per event",
+        pain: "a rebuild that takes hours because every event waits for its own commit",
+        activity: "replay-clock",
+        evidence: "cargo labs run replay-clock",
+        first_step: "time a rebuild of your largest projection and count the commits it makes",
+    },
+    Change {
+        id: "upcast-never-update",
+        change: "Read old event shapes through one upcaster shared by projections and aggregate loads; never UPDATE events",
+        pain: "history rewritten by a migration, or amounts rounded and currencies dropped on the way to the new shape",
+        activity: "replay-clock",
+        evidence: "cargo labs check replay-clock --solution",
+        first_step: "grep the migrations for UPDATE or DELETE on the events table",
+    },
+    Change {
+        id: "versioned-snapshots",
+        change: "Key snapshots by stream and by the version of the code that computed them; snapshot long streams only",
+        pain: "a stale balance served from a snapshot taken before the fold changed",
+        activity: "replay-clock",
+        evidence: "cargo labs check replay-clock --solution",
+        first_step: "SELECT stream_id, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    },
 ];
 
 /// The sticky prompt, exactly as the chapter and the wall use it.

@@ -104,6 +104,17 @@ impl Lab for WalRace {
     const NEEDS: &'static [Capability] = &[];
     /// The first Ctrl-C finishes the point in progress and reports what was measured.
     const WINDS_DOWN: bool = true;
+    /// Three strategies that show the three walls (fsync, lock, COPY's CPU), at 1 and 4 writers.
+    const SMOKE_ARGS: &'static [&'static str] = &[
+        "--strategies",
+        "row-per-tx,advisory-lock,copy",
+        "--writers",
+        "1,4",
+        "--seconds",
+        "0.5",
+        "--out",
+        "target/wal-race-smoke",
+    ];
     type Args = RunArgs;
     type Report = WalRaceReport;
 

@@ -48,7 +48,7 @@ pub struct Point {
     pub wal_mb_per_second: f64,
     /// Full-page images written (pg_stat_wal.wal_fpi), over the point.
     pub full_page_images: u64,
-    /// WAL flushes (pg_stat_wal.wal_sync), over the point.
+    /// WAL flushes (pg_stat_wal.wal_sync; from PostgreSQL 18 pg_stat_io's fsyncs of WAL), over the point.
     pub wal_flushes: u64,
     /// The writers' commits per WAL flush; None when nothing was flushed.
     pub commits_per_flush: Option<f64>,
@@ -241,13 +241,23 @@ struct Counters {
     syncs: i64,
 }
 
-async fn counters(admin: &Client) -> Result<Counters, LabError> {
+/// Before 18, WAL flushes are pg_stat_wal.wal_sync (issue_xlog_fsync calls).
+const COUNTERS_BEFORE_18: &str = "SELECT pg_current_wal_insert_lsn()::text, wal_fpi, wal_sync FROM pg_stat_wal";
+/// PostgreSQL 18 removed wal_sync from pg_stat_wal: the same calls are counted in pg_stat_io
+/// as fsyncs of object 'wal' in context 'normal' ('init' counts the creation of new segments).
+const COUNTERS_FROM_18: &str = "SELECT pg_current_wal_insert_lsn()::text, \
+     (SELECT wal_fpi FROM pg_stat_wal), \
+     (SELECT coalesce(sum(fsyncs), 0)::bigint FROM pg_stat_io WHERE object = 'wal' AND context = 'normal')";
+
+async fn counters(server: &Server, admin: &Client) -> Result<Counters, LabError> {
     // pg_stat_clear_snapshot: read the counters as they are now, not as cached earlier.
     admin.batch_execute("SELECT pg_stat_clear_snapshot()").await.map_err(db("pg_stat_clear_snapshot"))?;
-    let row = admin
-        .query_one("SELECT pg_current_wal_insert_lsn()::text, wal_fpi, wal_sync FROM pg_stat_wal", &[])
-        .await
-        .map_err(db("reading pg_stat_wal"))?;
+    let (query, view) = if server.server_version_num() >= 180000 {
+        (COUNTERS_FROM_18, "reading pg_stat_wal and pg_stat_io")
+    } else {
+        (COUNTERS_BEFORE_18, "reading pg_stat_wal")
+    };
+    let row = admin.query_one(query, &[]).await.map_err(db(view))?;
     Ok(Counters { lsn: row.get(0), fpi: row.get(1), syncs: row.get(2) })
 }
 
@@ -286,7 +296,7 @@ async fn run_point(
         sessions.push(writer);
     }
     let sampler = server.connect().await?;
-    let before = counters(admin).await?;
+    let before = counters(server, admin).await?;
 
     let events = Arc::new(AtomicU64::new(0));
     let transactions = Arc::new(AtomicU64::new(0));
@@ -366,7 +376,7 @@ async fn run_point(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let after = counters(admin).await?;
+    let after = counters(server, admin).await?;
     let events = events.load(Ordering::Relaxed);
     let transactions = transactions.load(Ordering::Relaxed);
     let flushes = (after.syncs - before.syncs).max(0) as u64;
