@@ -328,19 +328,32 @@ pub fn output(cmd: &mut Command, limit: Option<Duration>) -> Result<Output> {
     let mut running = Running::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()), name)?;
     // Read both pipes while waiting: a child that fills a pipe nobody reads would block for ever.
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
             if let Some(mut pipe) = pipe {
                 let _ = pipe.read_to_end(&mut bytes);
             }
-            bytes
-        })
+            let _ = sender.send(bytes);
+        });
+        receiver
     };
     let stdout = drain(running.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let stderr = drain(running.child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let status = running.wait(limit)?;
-    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
+    // A process the child left behind in another group (a server it failed to stop) may hold the
+    // pipes open: take what came within a few seconds of the exit rather than wait for it.
+    let collect = |receiver: std::sync::mpsc::Receiver<Vec<u8>>| {
+        receiver.recv_timeout(PIPES_AFTER_EXIT).unwrap_or_else(|_| {
+            format!("[xtask: output cut off: something `{}` left behind still holds it open]\n", running.name)
+                .into_bytes()
+        })
+    };
+    Ok(Output { status, stdout: collect(stdout), stderr: collect(stderr) })
 }
+
+/// How long the output of a child that exited may keep coming.
+const PIPES_AFTER_EXIT: Duration = Duration::from_secs(5);
 
 /// In-process work that must finish its cleanup (remove a server) before xtask exits on a signal.
 pub struct Hold {
@@ -415,6 +428,21 @@ mod tests {
             output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]), Some(Duration::from_secs(30)))
                 .unwrap();
         assert_eq!((out.status.code(), &out.stdout[..], &out.stderr[..]), (Some(3), &b"out\n"[..], &b"err\n"[..]));
+    }
+
+    /// A grandchild that outlives the child, in a session of its own, keeps the pipes open: the
+    /// output is cut off a few seconds after the child's exit instead of waiting for it.
+    #[test]
+    fn output_does_not_wait_for_a_process_left_behind() {
+        let started = Instant::now();
+        let out = output(
+            Command::new("sh").args(["-c", "echo before; setsid sleep 9 & exit 0"]),
+            Some(Duration::from_secs(30)),
+        )
+        .unwrap();
+        assert!(out.status.success());
+        assert!(started.elapsed() < Duration::from_secs(20), "waited {:?} for the pipes", started.elapsed());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("output cut off"), "{out:?}");
     }
 
     #[test]
