@@ -343,8 +343,9 @@ pub fn output(cmd: &mut Command, limit: Option<Duration>) -> Result<Output> {
     let status = running.wait(limit)?;
     // A process the child left behind in another group (a server it failed to stop) may hold the
     // pipes open: take what came within a few seconds of the exit rather than wait for it.
+    let deadline = Instant::now() + PIPES_AFTER_EXIT;
     let collect = |receiver: std::sync::mpsc::Receiver<Vec<u8>>| {
-        receiver.recv_timeout(PIPES_AFTER_EXIT).unwrap_or_else(|_| {
+        receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
             format!("[xtask: output cut off: something `{}` left behind still holds it open]\n", running.name)
                 .into_bytes()
         })
@@ -441,7 +442,7 @@ mod tests {
         )
         .unwrap();
         assert!(out.status.success());
-        assert!(started.elapsed() < Duration::from_secs(20), "waited {:?} for the pipes", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(8), "waited {:?} for the pipes", started.elapsed());
         assert!(String::from_utf8_lossy(&out.stdout).contains("output cut off"), "{out:?}");
     }
 
