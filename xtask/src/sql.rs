@@ -20,49 +20,9 @@ const STATEMENT_TIMEOUT: &str = "60s";
 
 pub fn run(root: &Path, backend: Backend) -> Result<()> {
     let settings = crate::load_settings(root)?;
-    let src = root.join("book/src");
-    let skipped: Vec<(PathBuf, &str)> = settings
-        .course
-        .activities
-        .iter()
-        .filter(|a| !settings.cohort.runs(&a.id))
-        .map(|a| (src.join(a.folder()), a.id.as_str()))
-        .collect();
-    let mut left_out: Vec<(usize, &str, String)> = Vec::new();
-    let mut chapters: Vec<(PathBuf, Vec<SqlBlock>)> = Vec::new();
-    let mut problems = Vec::new();
-    for page in book::markdown_files(&src)? {
-        if let Some((folder, id)) = skipped.iter().find(|(folder, _)| page.starts_with(folder)) {
-            let text = std::fs::read_to_string(&page).unwrap_or_default();
-            let blocks = markdown::sql_blocks(&text).len();
-            match left_out.iter_mut().find(|(_, skipped_id, _)| skipped_id == id) {
-                Some((count, _, _)) => *count += blocks,
-                None => left_out.push((blocks, id, rel(root, folder))),
-            }
-            continue;
-        }
-        let text = std::fs::read_to_string(&page).with_context(|| format!("could not read {}", page.display()))?;
-        let dir = page.parent().unwrap_or(&src).to_path_buf();
-        let mut blocks = Vec::new();
-        for block in markdown::sql_blocks(&text) {
-            let read =
-                |path: &str| std::fs::read_to_string(dir.join(path)).map_err(|e| format!("could not read {path}: {e}"));
-            match markdown::expand_includes(&block.body, read) {
-                Ok(body) => blocks.push(SqlBlock { line: block.line, body }),
-                Err(e) => problems.push(format!("{}:{}: {e}", rel(root, &page), block.line)),
-            }
-        }
-        if !blocks.is_empty() {
-            chapters.push((page, blocks));
-        }
-    }
-    for (blocks, id, folder) in &left_out {
-        println!(
-            "not run: {blocks} SQL block(s) in {folder}/ (cohort.toml skips {id}, so its chapter is not in the book)"
-        );
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("\n"));
+    let Collected { chapters, left_out } = collect(root, &settings)?;
+    for line in &left_out {
+        println!("{line}");
     }
     let count: usize = chapters.iter().map(|(_, b)| b.len()).sum();
     if count == 0 {
@@ -109,6 +69,61 @@ async fn stop_requested() -> libc::c_int {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The chapters whose SQL runs, with their blocks (includes expanded), and one line per skipped
+/// activity whose blocks do not run.
+struct Collected {
+    chapters: Vec<(PathBuf, Vec<SqlBlock>)>,
+    left_out: Vec<String>,
+}
+
+fn collect(root: &Path, settings: &labs::settings::Settings) -> Result<Collected> {
+    let src = root.join("book/src");
+    let skipped: Vec<(PathBuf, &str)> = settings
+        .course
+        .activities
+        .iter()
+        .filter(|a| !settings.cohort.runs(&a.id))
+        .map(|a| (src.join(a.folder()), a.id.as_str()))
+        .collect();
+    let mut left_out: Vec<(usize, &str, String)> = Vec::new();
+    let mut chapters: Vec<(PathBuf, Vec<SqlBlock>)> = Vec::new();
+    let mut problems = Vec::new();
+    for page in book::markdown_files(&src)? {
+        let text = std::fs::read_to_string(&page).with_context(|| format!("could not read {}", page.display()))?;
+        if let Some((folder, id)) = skipped.iter().find(|(folder, _)| page.starts_with(folder)) {
+            let blocks = markdown::sql_blocks(&text).len();
+            match left_out.iter_mut().find(|(_, skipped_id, _)| skipped_id == id) {
+                Some((count, _, _)) => *count += blocks,
+                None => left_out.push((blocks, id, rel(root, folder))),
+            }
+            continue;
+        }
+        let dir = page.parent().unwrap_or(&src).to_path_buf();
+        let mut blocks = Vec::new();
+        for block in markdown::sql_blocks(&text) {
+            let read =
+                |path: &str| std::fs::read_to_string(dir.join(path)).map_err(|e| format!("could not read {path}: {e}"));
+            match markdown::expand_includes(&block.body, read) {
+                Ok(body) => blocks.push(SqlBlock { line: block.line, body }),
+                Err(e) => problems.push(format!("{}:{}: {e}", rel(root, &page), block.line)),
+            }
+        }
+        if !blocks.is_empty() {
+            chapters.push((page, blocks));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    let left_out = left_out
+        .into_iter()
+        .map(|(blocks, id, folder)| {
+            format!("not run: {blocks} SQL block(s) in {folder}/ (cohort.toml skips {id}, so its chapter is not in the book)")
+        })
+        .collect();
+    Ok(Collected { chapters, left_out })
 }
 
 /// Returns one line per failing block: `file:line: the server's error`.
@@ -196,6 +211,34 @@ fn describe(error: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A skipped activity's chapter keeps its SQL to itself, and the step says how much it left.
+    #[test]
+    fn a_skipped_activitys_blocks_are_left_out_with_one_line() {
+        let kit = tempfile::tempdir().unwrap();
+        for file in ["course.toml", "cohort.toml"] {
+            std::fs::copy(crate::test_kit().join(file), kit.path().join(file)).unwrap();
+        }
+        let write = |path: &str, text: &str| {
+            let path = kit.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("book/src/01-log-sleuth/README.md", "# A\n\n```sql\nSELECT 1;\n```\n");
+        write("book/src/04-wal-race/README.md", "# B\n\n```sql\nSELECT 2;\n```\n\n```sql\nSELECT 3;\n```\n");
+        write("book/src/04-wal-race/bet-sheet.md", "# C\n\n```sql\nSELECT 4;\n```\n");
+        let mut settings = labs::settings::Settings::load_from(labs::settings::Kit::at(kit.path())).unwrap();
+        let all = collect(kit.path(), &settings).unwrap();
+        assert_eq!((all.chapters.len(), all.left_out.len()), (3, 0));
+        settings.cohort.skip = vec!["wal-race".into()];
+        let some = collect(kit.path(), &settings).unwrap();
+        let pages: Vec<String> = some.chapters.iter().map(|(page, _)| rel(kit.path(), page)).collect();
+        assert_eq!(pages, vec!["book/src/01-log-sleuth/README.md"]);
+        assert_eq!(
+            some.left_out,
+            vec!["not run: 3 SQL block(s) in book/src/04-wal-race/ (cohort.toml skips wal-race, so its chapter is not in the book)"]
+        );
+    }
 
     #[test]
     fn database_names_are_safe_identifiers_and_unique_per_chapter() {
