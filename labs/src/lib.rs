@@ -65,6 +65,7 @@ pub mod lab;
 pub mod log_sleuth;
 pub mod mythbusting;
 pub mod outage;
+pub mod outbox_relay;
 pub mod pg;
 pub mod reflection_wall;
 pub mod replay_clock;
@@ -86,5 +87,6 @@ pub static LABS: &[&dyn AnyLab] = &[
     &wal_race::WalRace,
     &outage::Outage,
     &reflection_wall::ReflectionWall,
+    &outbox_relay::OutboxRelay,
     &replay_clock::ReplayClock,
 ];

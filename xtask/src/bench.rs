@@ -6,8 +6,9 @@
 //!   (target: at least 300,000 lines/s on one core, under 64 MiB).
 //! - `labs run log-sleuth` wall time including a fresh server, local and container backends
 //!   (targets: under 5 s and under 10 s with the image present).
-//! - `labs run mythbusting` (the poll's demonstrations) and each `labs run outage` scenario, local
-//!   and container (target: each under 30 s, so they can run live in the room).
+//! - `labs run mythbusting` (the poll's demonstrations), each `labs run outage` scenario and
+//!   `labs run outbox-relay`, local and container (target: each under 30 s, so they can run live
+//!   in the room).
 //! - `labs run replay-clock`: wall time (target under 30 s) and each rebuild strategy's events/s.
 //! - `labs bench store`: the reference store's append shapes and readers as ratios to a plain
 //!   COPY, a plain INSERT and the position reader, plus WAL bytes per event (issue 3's targets).
@@ -78,14 +79,15 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         }
     }
 
-    // The live demos of activities 2 and 5 (issue 5's target: each under 30 s, so they run in the
-    // room), on both backends, fresh servers included. At most 3 runs each: about 4 minutes.
+    // The live demos of activities 2, 5 and 7 (issue 5's target: each under 30 s, so they run in the
+    // room), on both backends, fresh servers included. At most 3 runs each: about 5 minutes.
     let live_runs = runs.min(3);
-    let live: [&[&str]; 4] = [
+    let live: [&[&str]; 5] = [
         &["run", "mythbusting"],
         &["run", "outage", "--scenario", "frozen-wal-writer"],
         &["run", "outage", "--scenario", "async-failover"],
         &["run", "outage", "--scenario", "unarchived-wal"],
+        &["run", "outbox-relay"],
     ];
     for backend in ["local", "container"] {
         for args in live {
