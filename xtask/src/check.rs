@@ -238,14 +238,15 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         Ok(Outcome::Passed)
     });
 
-    let test_step = format!("cargo test --workspace (LABS_PG={backend})");
+    let test_step = format!("cargo test --workspace --no-fail-fast (LABS_PG={backend})");
     if quick {
         report.skip(test_step, "--quick");
     } else {
         report.step(test_step, || {
             run_command_within(
                 cargo(root)
-                    .args(["test", "--workspace"])
+                    // Every test binary runs even after one fails: one run shows all that is broken.
+                    .args(["test", "--workspace", "--no-fail-fast"])
                     .env("LABS_PG", backend.to_string())
                     // A changed snapshot is a failure here, not a .snap.new to review.
                     .env("INSTA_UPDATE", "no")
