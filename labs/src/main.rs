@@ -892,7 +892,8 @@ async fn doctor(backend: Option<Backend>, json: bool, signals: &mut Signals) -> 
         }
     };
     if json {
-        emit(true, &serde_json::json!({ "ready": server_ok, "items": items, "fixes": fixes }), "")?;
+        let kit = Settings::load().ok().and_then(|s| s.kit.root().map(|r| r.display().to_string()));
+        emit(true, &serde_json::json!({ "ready": server_ok, "kit": kit, "items": items, "fixes": fixes }), "")?;
     } else {
         for i in &items {
             println!("{:<5} {:<16} {}", i.status, i.item, i.detail);

@@ -113,7 +113,7 @@ fn the_saved_result_set_is_exactly_what_the_lab_renders_from_its_data() {
     assert_eq!(report.writers, vec![1, 2, 4, 8, 16], "the saved set is a default race");
     assert_eq!(report.strategies.len(), ALL.len());
     let command = labs::wal_race::saved_command(&dir).expect("PROVENANCE.md names its command");
-    let fresh = labs::wal_race::race::summarize(&ALL, &report.points);
+    let fresh = labs::wal_race::race::summarize(ALL, &report.points);
     assert_eq!(
         serde_json::to_value(&fresh).unwrap(),
         serde_json::to_value(&report.strategies).unwrap(),

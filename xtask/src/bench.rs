@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, describe, run_command};
+use crate::{cargo, children, describe, minutes, run_command_within};
 
 /// Seed and size of the benchmark log: 250,000 payments of four events, plus planted anomalies.
 const SEED: &str = "7";
@@ -29,22 +29,29 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
-    run_command(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]))?;
-    let labs = root.join("target/release/labs");
+    run_command_within(cargo(root).args(["build", "--release", "--quiet", "-p", "labs"]), minutes(60))?;
+    let binary = crate::cargo_target_dir(root).join("release/labs");
+    // Every labs run below reads this kit (see check.rs's labs_command for why).
+    let labs = || {
+        let mut cmd = Command::new(&binary);
+        cmd.env("LABS_HOME", root);
+        cmd
+    };
     let dir = root.join("target/bench");
     let log = dir.join("million/incident.jsonl");
     if !log.exists() {
-        run_command(
-            Command::new(&labs)
+        run_command_within(
+            labs()
                 .args(["sleuth", "generate", "--seed", SEED, "--payments", PAYMENTS, "--force", "--out"])
                 .arg(dir.join("million")),
+            minutes(30),
         )?;
     }
     let lines = count_lines(&log)?;
 
     let mut results = Vec::new();
     let audit: Vec<Sample> =
-        (0..runs).map(|_| measure(Command::new(&labs).args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
+        (0..runs).map(|_| measure(labs().args(["sleuth", "audit"]).arg(&log))).collect::<Result<_>>()?;
     let audit_median = median(audit.iter().map(|s| s.wall));
     let peak = audit.iter().map(|s| s.max_rss_kib).max().unwrap_or(0);
     results.push(serde_json::json!({
@@ -58,7 +65,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
 
     for backend in ["local", "container"] {
         let samples: Result<Vec<Sample>> =
-            (0..runs).map(|_| measure(Command::new(&labs).args(["run", "log-sleuth", "--pg", backend]))).collect();
+            (0..runs).map(|_| measure(labs().args(["run", "log-sleuth", "--pg", backend]))).collect();
         match samples {
             Ok(samples) => results.push(serde_json::json!({
                 "benchmark": format!("labs run log-sleuth --pg {backend} (fresh server included)"),
@@ -86,7 +93,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     for backend in ["local", "container"] {
         for args in live {
             let samples: Result<Vec<Sample>> =
-                (0..live_runs).map(|_| measure(Command::new(&labs).args(args).args(["--pg", backend]))).collect();
+                (0..live_runs).map(|_| measure(labs().args(args).args(["--pg", backend]))).collect();
             let name = format!("labs {} --pg {backend}", args.join(" "));
             results.push(match samples {
                 Ok(samples) => {
@@ -107,10 +114,10 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     // The reference store: one fresh server (local binaries: no container overhead in the
     // figures), every append shape and reader against its ceiling in the same run.
     println!("$ labs --pg local bench store --runs {runs} --json");
-    let store = Command::new(&labs)
-        .args(["--pg", "local", "bench", "store", "--json", "--runs"])
-        .arg(runs.to_string())
-        .output()?;
+    let store = children::output(
+        labs().args(["--pg", "local", "bench", "store", "--json", "--runs"]).arg(runs.to_string()),
+        None,
+    )?;
     if store.status.success() {
         let report: serde_json::Value = serde_json::from_slice(&store.stdout).context("labs bench store --json")?;
         for shape in report["shapes"].as_array().cloned().unwrap_or_default() {
@@ -126,7 +133,7 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
         }));
     }
 
-    println!("\n{:<62} {}", "benchmark", "result (median)");
+    println!("\n{:<62} result (median)", "benchmark");
     for r in &results {
         let name = r["benchmark"].as_str().unwrap_or_default();
         let figure = if let Some(skipped) = r.get("skipped") {
@@ -171,16 +178,16 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
 
 /// `labs run replay-clock --json` `runs` times: the lab's median wall time and, per strategy,
 /// the median events/s it reported.
-fn replay_clock(labs: &Path, backend: &str, runs: usize) -> Vec<serde_json::Value> {
+fn replay_clock(labs: &dyn Fn() -> Command, backend: &str, runs: usize) -> Vec<serde_json::Value> {
     let name = format!("labs run replay-clock --pg {backend} (fresh server included)");
     let mut walls = Vec::new();
     let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for _ in 0..runs {
-        let mut cmd = Command::new(labs);
+        let mut cmd = labs();
         cmd.args(["run", "replay-clock", "--json", "--pg", backend]);
         println!("$ {}", describe(&cmd));
         let started = Instant::now();
-        let output = match cmd.stderr(Stdio::null()).output() {
+        let output = match children::output(cmd.stderr(Stdio::null()), None) {
             Ok(output) if output.status.success() => output,
             Ok(output) => {
                 return vec![serde_json::json!({ "benchmark": name, "skipped": format!("exit {}", output.status) })]
@@ -221,11 +228,15 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
     // stderr goes to a file, not a pipe: a pipe nobody reads during the run could fill and block it.
     let stderr_path = std::env::temp_dir().join(format!("xtask-bench-{}.stderr", std::process::id()));
     let stderr_file = std::fs::File::create(&stderr_path)?;
-    let child = cmd.stdout(Stdio::null()).stderr(stderr_file).spawn().with_context(|| describe(cmd))?;
+    let name = describe(cmd);
+    // Registered like every child, so an interrupt ends it; no time limit: it is being measured.
+    let child = children::Running::spawn(cmd.stdout(Stdio::null()).stderr(stderr_file), name)?;
     let mut status = 0;
     // SAFETY: wait4 on our own child's pid, which std has not waited for; rusage is plain data.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let pid = unsafe { libc::wait4(child.pid() as i32, &mut status, 0, &mut usage) };
+    // Reaped above: dropping it only takes it off the list of running children.
+    drop(child);
     let wall = started.elapsed();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let _ = std::fs::remove_file(&stderr_path);

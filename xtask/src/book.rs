@@ -97,7 +97,7 @@ pub fn build(root: &Path, edition: Edition, out: &Path) -> Result<()> {
         .context("could not load the book (book/src/SUMMARY.md and its chapters)")?;
     book.config.set("preprocessor.admonish", admonish)?;
     let bank = crate::load_bank(root)?;
-    let cohort = crate::load_cohort(root, &course)?;
+    let cohort = crate::load_cohort(root)?;
     book.with_preprocessor(CoursePreprocessor { course, cohort, bank, edition });
     book.with_preprocessor(mdbook_admonish::Admonish);
 
@@ -255,11 +255,8 @@ fn normalize(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            // The guard climbs one level; a `..` with nothing left to climb leaves the book.
+            Component::ParentDir if !out.pop() => return None,
             Component::Normal(part) => out.push(part),
             _ => {}
         }

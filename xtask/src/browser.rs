@@ -3,21 +3,32 @@
 //! a console error or a missing asset; chapters must show rendered admonitions; the run sheet's
 //! timer must have run; the printable pages must print.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use labs::course::{Cohort, Course};
 use walkdir::WalkDir;
+
+use crate::children;
+
+/// How long chromium may take to open or print one page; a hung one is ended (SIGTERM, SIGKILL).
+const PAGE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Debian's chromium on PATH (the package is `chromium`).
 pub fn find_chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
-        let out = Command::new("which").arg(name).output().ok()?;
-        out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
     })
 }
 
-/// Pages meant to be printed: each must give a PDF.
+/// Pages meant to be printed: each must give a PDF (those of activities the cohort runs:
+/// [`printables_for`]).
 pub const PRINTABLE: [&str; 5] = [
     "quick-reference.html",
     "03-schema-sketch/template.html",
@@ -25,6 +36,25 @@ pub const PRINTABLE: [&str; 5] = [
     "05-outage/role-cards.html",
     "06-reflection-wall/sticky-template.html",
 ];
+
+/// The printable pages of the activities `cohort` runs, and those it leaves out with the
+/// activity they belong to (a skipped activity's chapter is not in the book).
+pub fn printables_for(course: &Course, cohort: &Cohort) -> (Vec<&'static str>, Vec<(&'static str, String)>) {
+    let mut kept = Vec::new();
+    let mut left_out = Vec::new();
+    for page in PRINTABLE {
+        let skipped = course
+            .activities
+            .iter()
+            .find(|a| !cohort.runs(&a.id) && Path::new(page).starts_with(a.folder()))
+            .map(|a| a.id.clone());
+        match skipped {
+            Some(id) => left_out.push((page, id)),
+            None => kept.push(page),
+        }
+    }
+    (kept, left_out)
+}
 
 fn headless(chromium: &Path) -> Command {
     let mut cmd = Command::new(chromium);
@@ -53,8 +83,9 @@ fn console_lines(stderr: &str) -> Vec<String> {
         .collect()
 }
 
-/// Opens every page of the built book at `out`; returns what is wrong, page by page.
-pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
+/// Opens every page of the built book at `out` and prints each of `printables`; returns what is
+/// wrong, page by page.
+pub fn check(out: &Path, chromium: &Path, printables: &[&str]) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut pages: Vec<PathBuf> = WalkDir::new(out)
         .into_iter()
@@ -72,14 +103,22 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
         let copy = page
             .with_file_name(format!(".layout-{}", page.file_name().and_then(|n| n.to_str()).unwrap_or("page.html")));
         std::fs::write(&copy, with_layout_probe(&html))?;
-        let output = headless(chromium)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("--window-size={},{}", LAPTOP.0, LAPTOP.1))
-            .arg("--dump-dom")
-            .arg(format!("file://{}", copy.display()))
-            .output();
+        let output = children::output(
+            headless(chromium)
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg(format!("--window-size={},{}", LAPTOP.0, LAPTOP.1))
+                .arg("--dump-dom")
+                .arg(format!("file://{}", copy.display())),
+            Some(PAGE_LIMIT),
+        );
         let _ = std::fs::remove_file(&copy);
-        let output = output.with_context(|| format!("running {}", chromium.display()))?;
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                problems.push(format!("{name}: {e:#}"));
+                continue;
+            }
+        };
         let dom = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() || dom.trim().is_empty() {
@@ -116,7 +155,7 @@ pub fn check(out: &Path, chromium: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    for printable in PRINTABLE {
+    for &printable in printables {
         let page = out.join(printable);
         if !page.exists() {
             problems.push(format!("{printable}: missing"));
@@ -261,14 +300,16 @@ pub fn print_pdf_oriented(
     std::fs::write(&copy, html.replacen("</head>", &style, 1))?;
     let profile = tempfile::tempdir()?;
     let _ = std::fs::remove_file(pdf);
-    let output = headless(chromium)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--no-pdf-header-footer")
-        .arg(format!("--print-to-pdf={}", pdf.display()))
-        .arg(format!("file://{}", copy.display()))
-        .output();
+    let output = children::output(
+        headless(chromium)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--no-pdf-header-footer")
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg(format!("file://{}", copy.display())),
+        Some(PAGE_LIMIT),
+    );
     let _ = std::fs::remove_file(&copy);
-    let output = output.with_context(|| format!("running {}", chromium.display()))?;
+    let output = output?;
     let bytes = std::fs::read(pdf).unwrap_or_default();
     if !output.status.success() || !bytes.starts_with(b"%PDF") || bytes.len() < 1_000 {
         bail!("did not print to a {} PDF ({} bytes)", paper.name(), bytes.len());
@@ -314,7 +355,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let problems = check(dir.path(), &chromium).unwrap();
+        let problems = check(dir.path(), &chromium, &PRINTABLE).unwrap();
         assert!(
             problems.iter().any(|p| p.starts_with("index.html: console:") && p.contains("definitelyNotDefined")),
             "{problems:?}"
@@ -348,7 +389,7 @@ mod tests {
         };
         std::fs::write(dir.path().join("wide.html"), page(&"<td>nowrap_cell_of_some_width</td>".repeat(30))).unwrap();
         std::fs::write(dir.path().join("narrow.html"), page("<td>short</td><td>cells</td>")).unwrap();
-        let problems = check(dir.path(), &chromium).unwrap();
+        let problems = check(dir.path(), &chromium, &PRINTABLE).unwrap();
         let wide: Vec<&String> = problems.iter().filter(|p| p.contains("px wide in a")).collect();
         assert_eq!(wide.len(), 1, "{problems:?}");
         assert!(wide[0].starts_with("wide.html: a table (first cell \"Start\") is "), "{}", wide[0]);
@@ -361,6 +402,24 @@ mod tests {
         assert!(wide_tables("<template id=\"layout-report\" data-wide-tables=\"\"></template>").is_empty());
         let one = wide_tables("<template data-wide-tables=\"2000|750|Start\"></template>");
         assert!(one[0].contains("is 2000 px wide in a 750 px column"), "{one:?}");
+    }
+
+    #[test]
+    fn a_skipped_activity_takes_its_printable_pages_with_it() {
+        let settings = labs::settings::Settings::load_from(labs::settings::Kit::at(crate::test_kit())).unwrap();
+        let (course, mut cohort) = (settings.course, settings.cohort);
+        let (kept, left_out) = printables_for(&course, &cohort);
+        assert_eq!((kept.len(), left_out.len()), (PRINTABLE.len(), 0));
+        cohort.skip = vec!["wal-race".into(), "outage".into()];
+        let (kept, left_out) = printables_for(&course, &cohort);
+        assert_eq!(
+            left_out,
+            vec![
+                ("04-wal-race/bet-sheet.html", "wal-race".to_string()),
+                ("05-outage/role-cards.html", "outage".into())
+            ]
+        );
+        assert!(kept.contains(&"quick-reference.html") && kept.len() == PRINTABLE.len() - 2, "{kept:?}");
     }
 
     #[test]

@@ -25,14 +25,14 @@ pub enum Profile {
 /// Builds the `labs` binary and returns its path.
 pub fn labs_binary(root: &Path, profile: Profile) -> Result<PathBuf> {
     let (args, dir): (&[&str], &str) = match profile {
-        Profile::Release => (&["build", "--release", "-p", "labs", "--bin", "labs"], "target/release/labs"),
+        Profile::Release => (&["build", "--release", "-p", "labs", "--bin", "labs"], "release/labs"),
         // --workspace: the feature set of `cargo test --workspace`, so nothing is rebuilt.
-        Profile::Dev => (&["build", "--workspace", "--bins"], "target/debug/labs"),
+        Profile::Dev => (&["build", "--workspace", "--bins"], "debug/labs"),
     };
     let started = Instant::now();
     run_command(cargo(root).args(args))?;
     println!("labs ({profile:?}) built in {:.0} s", started.elapsed().as_secs_f64());
-    let binary = root.join(dir);
+    let binary = crate::cargo_target_dir(root).join(dir);
     if !binary.is_file() {
         bail!("{} is missing after the build", binary.display());
     }
@@ -98,9 +98,17 @@ pub fn start_here(course: &Course, cohort: &Cohort) -> String {
 }
 
 /// Unzips the attendee bundle outside the repository and runs it as an attendee would, with no
-/// cargo or rustc on PATH: `labs doctor`, the first lab, its check (fails), the solution put in
-/// place, the check again (passes). Returns how long it took from unzip to the first lab's output.
-pub fn attendee_bundle_runs(root: &Path, zip: &Path, backend: &str) -> Result<f64> {
+/// cargo or rustc on PATH: `labs doctor`, the first lab the cohort runs, the first exercise it
+/// runs checked (fails), its solution put in place, the check again (passes). Returns how long it
+/// took from unzip to the first lab's output.
+pub fn attendee_bundle_runs(root: &Path, zip: &Path, backend: &str, course: &Course, cohort: &Cohort) -> Result<f64> {
+    let runs = |a: &&labs::course::Activity| a.status == Status::Ready && cohort.runs(&a.id);
+    let first = course.activities.iter().find(runs).context("this cohort runs no ready activity")?;
+    let exercise = course
+        .activities
+        .iter()
+        .filter(runs)
+        .find_map(|a| labs::lab::find(&a.id).and_then(|lab| lab.exercise()).map(|e| (a.id.clone(), e)));
     let dir = tempfile::Builder::new().prefix("attendee-bundle-").tempdir()?;
     if dir.path().starts_with(root) {
         bail!("the temporary directory {} is inside the repository", dir.path().display());
@@ -122,24 +130,29 @@ pub fn attendee_bundle_runs(root: &Path, zip: &Path, backend: &str) -> Result<f6
         }
         Ok(text)
     };
-    let doctor = expect(&["doctor"], 0)?;
-    if !doctor.contains(&format!("course and cohort from {}", kit.display())) {
-        bail!("`./labs doctor` did not read the kit next to the binary:\n{doctor}");
+    // `doctor --json` says where labs read its kit: the folder next to the binary, not a checkout.
+    let doctor = expect(&["doctor", "--json"], 0)?;
+    let json_start = doctor.find('{').context("`./labs doctor --json` printed no JSON")?;
+    let report: serde_json::Value = serde_json::Deserializer::from_str(&doctor[json_start..])
+        .into_iter()
+        .next()
+        .context("`./labs doctor --json` printed no JSON")??;
+    let read_from = report["kit"].as_str().map(PathBuf::from);
+    if read_from.as_deref().map(|p| p.canonicalize().ok()) != Some(kit.canonicalize().ok()) {
+        bail!("`./labs doctor` read its kit from {read_from:?}, not from the bundle at {}", kit.display());
     }
-    let first = expect(&["run", "log-sleuth"], 0)?;
+    expect(&["run", &first.id], 0)?;
     let first_output = started.elapsed().as_secs_f64();
-    if !first.contains("missed none") {
-        bail!("`./labs run log-sleuth` did not show the watermark consumer:\n{first}");
+    let Some((id, exercise)) = exercise else {
+        println!("no activity this cohort runs has an exercise: no check to try");
+        return Ok(first_output);
+    };
+    expect(&["check", &id], 1)?;
+    if kit.join(exercise.solution_path()).exists() {
+        bail!("the bundle carries the solution {}", exercise.solution_path());
     }
-    expect(&["check", "log-sleuth"], 1)?;
-    if kit.join("exercises/01-log-sleuth/poll.solution.sql").exists() {
-        bail!("the bundle carries the solution");
-    }
-    std::fs::copy(
-        root.join("exercises/01-log-sleuth/poll.solution.sql"),
-        kit.join("exercises/01-log-sleuth/poll.sql"),
-    )?;
-    let passed = expect(&["check", "log-sleuth"], 0)?;
+    std::fs::copy(root.join(exercise.solution_path()), kit.join(exercise.path()))?;
+    let passed = expect(&["check", &id], 0)?;
     println!("{}", passed.lines().filter(|l| l.starts_with("passed")).collect::<Vec<_>>().join("\n"));
     Ok(first_output)
 }

@@ -6,12 +6,12 @@ use std::process::Output;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use labs::course::{Activity, Course, Status};
+use labs::course::{Activity, Cohort, Course, Status};
 use labs::pg::Backend;
 use mdbook::book::{parse_summary, SummaryItem};
 
 use crate::book::{self, Edition};
-use crate::{cargo, command_output, handouts, links, load_course, run_command, sql};
+use crate::{cargo, command_output, handouts, links, load_course, minutes, run_command, run_command_within, sql};
 
 enum Outcome {
     Passed,
@@ -88,22 +88,39 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         course = Some(loaded);
         Ok(Outcome::Passed)
     });
+    let mut cohort: Option<Cohort> = None;
     if let Some(course) = &course {
         report.step("cohort.toml validates (variant, date, poll myths, skipped activities)", || {
-            let cohort = crate::load_cohort(root, course)?;
+            let loaded = crate::load_cohort(root)?;
             let variants: Vec<String> = std::iter::once(format!("core {} min", course.course.session_minutes))
                 .chain(course.variants.iter().map(|v| format!("{} {} min", v.id, v.session_minutes)))
                 .collect();
             println!(
                 "{}, {}: variant {}; every variant adds up ({})",
-                cohort.title,
-                cohort.date,
-                cohort.variant,
+                loaded.title,
+                loaded.date,
+                loaded.variant,
                 variants.join(", ")
             );
+            if !loaded.skip.is_empty() {
+                println!(
+                    "not run by this cohort: {} (left out of the book, handouts and checks)",
+                    loaded.skip.join(", ")
+                );
+            }
+            for line in unsaved_poll_myths(root, course, &loaded)? {
+                println!("warning: {line}");
+            }
+            cohort = Some(loaded);
             Ok(Outcome::Passed)
         });
     }
+
+    report.step("rustfmt: cargo fmt --all -- --check (rustfmt.toml)", || {
+        run_command_within(cargo(root).args(["fmt", "--all", "--", "--check"]), minutes(5))
+            .context("the tree is not formatted: run `cargo fmt --all`, then review and commit the change")?;
+        Ok(Outcome::Passed)
+    });
 
     let full = Edition::Full.default_out(root);
     let attendee = Edition::Attendee.default_out(root);
@@ -169,24 +186,42 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
     }
 
     let browser_step = "the book in headless chromium: every page, the timer, the printable pages";
-    match (book_built, crate::browser::find_chromium()) {
-        (false, _) => report.skip(browser_step, "the book did not build"),
-        (true, Some(chromium)) => {
+    let chromium = crate::browser::find_chromium();
+    match (book_built, &chromium, &course, &cohort) {
+        (true, Some(chromium), Some(course), Some(cohort)) => {
             report.step(browser_step, || {
-                let problems = crate::browser::check(&full, &chromium)?;
+                let (printables, left_out) = crate::browser::printables_for(course, cohort);
+                for (page, id) in left_out {
+                    println!("not printed: {page} (cohort.toml skips {id})");
+                }
+                let problems = crate::browser::check(&full, chromium, &printables)?;
                 if !problems.is_empty() {
                     bail!("{} problem(s) in the browser:\n  {}", problems.len(), problems.join("\n  "));
                 }
                 Ok(Outcome::Passed)
             });
         }
+        (false, ..) | (_, _, None, _) | (_, _, _, None) => report.skip(browser_step, "the book did not build"),
         // CI installs chromium (.ci/run); elsewhere the step says how to get it.
-        (true, None) if std::env::var_os("CI").is_some() => {
+        (true, None, ..) if std::env::var_os("CI").is_some() => {
             report.step(browser_step, || {
                 bail!("chromium is not installed: .ci/run installs Debian's `chromium` package")
             });
         }
-        (true, None) => report.skip(browser_step, "no chromium on PATH (apt-get install chromium)"),
+        (true, None, ..) => report.skip(browser_step, "no chromium on PATH (apt-get install chromium)"),
+    }
+
+    // Other cohorts an instructor might write, in a copy of the kit: the shipped one's book was
+    // opened in chromium just above, so here it gets the rules and the book build, and the
+    // browser gate runs for one fork that changes the most pages (InBrowser::One).
+    let matrix_step = "fork matrix: other cohort.toml files build the book and pass the gates; bad ones are refused";
+    if course.is_some() && cohort.is_some() {
+        report.step(matrix_step, || {
+            crate::fork_matrix::run(root, crate::fork_matrix::InBrowser::One)?;
+            Ok(Outcome::Passed)
+        });
+    } else {
+        report.skip(matrix_step, "course.toml or cohort.toml is invalid");
     }
 
     report.step(format!("SQL blocks in the book run on PostgreSQL (--pg {backend})"), || {
@@ -194,18 +229,29 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
         Ok(Outcome::Passed)
     });
 
-    let test_step = format!("cargo test --workspace (LABS_PG={backend})");
+    report.step("clippy: cargo clippy --workspace --all-targets -- -D warnings", || {
+        run_command_within(
+            cargo(root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+            minutes(60),
+        )
+        .context("clippy has findings (above): fix them, or allow one where it is wrong with `#[allow(clippy::…, reason = \"…\")]`")?;
+        Ok(Outcome::Passed)
+    });
+
+    let test_step = format!("cargo test --workspace --no-fail-fast (LABS_PG={backend})");
     if quick {
         report.skip(test_step, "--quick");
     } else {
         report.step(test_step, || {
-            run_command(
+            run_command_within(
                 cargo(root)
-                    .args(["test", "--workspace"])
+                    // Every test binary runs even after one fails: one run shows all that is broken.
+                    .args(["test", "--workspace", "--no-fail-fast"])
                     .env("LABS_PG", backend.to_string())
                     // A changed snapshot is a failure here, not a .snap.new to review.
                     .env("INSTA_UPDATE", "no")
                     .env("RUST_TEST_THREADS", "2"),
+                minutes(90),
             )?;
             Ok(Outcome::Passed)
         });
@@ -217,26 +263,34 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
     } else {
         report.step(pg18_step, || provider_tests_on_18(root));
     }
-    if let Some(course) = &course {
+    if let (Some(course), Some(cohort)) = (&course, &cohort) {
         let labs_step = "every lab runs, and every reference solution passes, on PostgreSQL 18 (local backend)";
         if quick {
             report.skip(labs_step, "--quick");
         } else {
-            report.step(labs_step, || labs_on_18(root, course));
+            report.step(labs_step, || labs_on_18(root, course, cohort));
         }
     }
 
-    if let Some(course) = &course {
-        for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
-            report.step(format!("exercise {}: unsolved fails, solution passes", activity.id), || {
-                exercise(root, &activity.id, backend)
-            });
+    match (&course, &cohort) {
+        (Some(course), Some(cohort)) => {
+            for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
+                let name = format!("exercise {}: unsolved fails, solution passes", activity.id);
+                if cohort.runs(&activity.id) {
+                    report.step(name, || exercise(root, &activity.id, backend));
+                } else {
+                    report.skip(name, &format!("cohort.toml skips {}", activity.id));
+                }
+            }
+            // The first lab this cohort runs, once through the backend attendees fall back to.
+            match course.activities.iter().find(|a| a.status == Status::Ready && cohort.runs(&a.id)) {
+                Some(lab) => {
+                    report.step(format!("lab {} runs on local PostgreSQL binaries", lab.id), || local_lab(root, lab));
+                }
+                None => report.skip("a lab runs on local PostgreSQL binaries", "this cohort runs no ready activity"),
+            }
         }
-        if let Some(first) = course.activities.first() {
-            report.step(format!("lab {} runs on local PostgreSQL binaries", first.id), || local_lab(root, first));
-        }
-    } else {
-        report.skip("exercises and labs", "course.toml is invalid");
+        _ => report.skip("exercises and labs", "course.toml or cohort.toml is invalid"),
     }
 
     let handouts_built = report.step("handouts build and pass their content checks", || {
@@ -245,10 +299,10 @@ pub fn run(root: &Path, backend: Backend, quick: bool) -> Result<bool> {
     });
 
     let bundle_step = format!("the attendee bundle runs outside the repository with no cargo on PATH (--pg {backend})");
-    if handouts_built {
+    if let (true, Some(course), Some(cohort)) = (handouts_built, &course, &cohort) {
         report.step(bundle_step, || {
             let zip = root.join("target/handouts/attendee.zip");
-            let seconds = crate::bundle::attendee_bundle_runs(root, &zip, &backend.to_string())?;
+            let seconds = crate::bundle::attendee_bundle_runs(root, &zip, &backend.to_string(), course, cohort)?;
             println!("from unzip to the first lab's output: {seconds:.1} s");
             Ok(Outcome::Passed)
         });
@@ -281,16 +335,49 @@ fn node_scripts(root: &Path) -> Result<Outcome> {
         );
     }
     let installed =
-        std::process::Command::new("shellcheck").arg("--version").output().is_ok_and(|o| o.status.success());
+        crate::children::output(std::process::Command::new("shellcheck").arg("--version"), Some(minutes(1)))
+            .is_ok_and(|o| o.status.success());
     if !installed {
         if std::env::var_os("CI").is_some() {
             bail!("shellcheck is not installed: .ci/run installs Debian's `shellcheck` package");
         }
         return Ok(Outcome::Skipped("no shellcheck on PATH (apt-get install shellcheck)".into()));
     }
-    run_command(std::process::Command::new("shellcheck").arg("--severity=style").args(&files))?;
+    run_command_within(std::process::Command::new("shellcheck").arg("--severity=style").args(&files), minutes(5))?;
     println!("{} node scripts pass shellcheck", files.len());
     Ok(Outcome::Passed)
+}
+
+/// Poll myths with a demonstration but no saved run to show when the live demo fails, each as
+/// one line with the command that records it (the one `saved/PROVENANCE.md` gives).
+fn unsaved_poll_myths(root: &Path, course: &Course, cohort: &Cohort) -> Result<Vec<String>> {
+    let Some(activity) = course.activity("mythbusting").filter(|a| cohort.runs(&a.id)) else {
+        return Ok(Vec::new());
+    };
+    let bank = crate::load_bank(root)?;
+    let saved = format!("fixtures/{}/saved", activity.folder());
+    let provenance = std::fs::read_to_string(root.join(&saved).join("PROVENANCE.md")).unwrap_or_default();
+    // The recording command PROVENANCE.md shows for one myth, with `<id>` in it.
+    let recipe = provenance
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("--myth <id>"))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("cargo labs --pg local run mythbusting --myth <id> > {saved}/<id>.txt"));
+    Ok(cohort
+        .poll
+        .iter()
+        .filter_map(|id| bank.get(id))
+        .filter(|myth| myth.demo && !root.join(&saved).join(format!("{}.txt", myth.id)).is_file())
+        .map(|myth| {
+            format!(
+                "poll myth '{id}' has a demonstration but no saved run ({saved}/{id}.txt) to show if the live demo \
+                 fails; record one: `{}`",
+                recipe.replace("<id>", &myth.id),
+                id = myth.id
+            )
+        })
+        .collect())
 }
 
 /// Where .ci/run installs PyPI's PostgreSQL 18 build.
@@ -314,9 +401,10 @@ fn provider_tests_on_18(root: &Path) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// Every ready lab once (its smoke-test flags, `Lab::SMOKE_ARGS`) and every exercise's reference
-/// solution on PostgreSQL 18: what moved between majors (pg_stat_wal's counters in 18) shows here.
-fn labs_on_18(root: &Path, course: &Course) -> Result<Outcome> {
+/// Every ready lab the cohort runs once (its smoke-test flags, `Lab::SMOKE_ARGS`) and every
+/// exercise's reference solution on PostgreSQL 18: what moved between majors (pg_stat_wal's
+/// counters in 18) shows here.
+fn labs_on_18(root: &Path, course: &Course, cohort: &Cohort) -> Result<Outcome> {
     if !Path::new(PG18_BIN).join("initdb").is_file() {
         if std::env::var_os("CI").is_some() {
             bail!("no PostgreSQL 18 in {PG18_BIN}: .ci/run installs it");
@@ -325,6 +413,10 @@ fn labs_on_18(root: &Path, course: &Course) -> Result<Outcome> {
     }
     let mut failures = Vec::new();
     for activity in course.activities.iter().filter(|a| a.status == Status::Ready) {
+        if !cohort.runs(&activity.id) {
+            println!("not run: {} (cohort.toml skips it)", activity.id);
+            continue;
+        }
         let Some(lab) = labs::lab::find(&activity.id) else { continue };
         let mut run = labs_command(root);
         run.args(["run", &activity.id]).args(lab.smoke_args()).args(["--pg", "local"]).env("LABS_PG_BIN", PG18_BIN);
@@ -357,7 +449,7 @@ fn labs_on_18(root: &Path, course: &Course) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// The first lab once through initdb + pg_ctl, the backend attendees fall back to without Docker.
+/// A lab once through initdb + pg_ctl, the backend attendees fall back to without Docker.
 fn local_lab(root: &Path, first: &Activity) -> Result<Outcome> {
     if first.status != Status::Ready {
         return Ok(Outcome::Skipped(format!("activity {} is a draft", first.id)));
@@ -373,12 +465,16 @@ fn local_lab(root: &Path, first: &Activity) -> Result<Outcome> {
 /// labs alone, a different set from `cargo test --workspace`, and rebuild half the dependency
 /// tree (minutes on a 2-core machine); building with `--workspace` reuses the test build.
 fn labs_command(root: &Path) -> std::process::Command {
-    let binary = root.join("target/debug/labs");
+    let binary = crate::cargo_target_dir(root).join("debug/labs");
     if let Err(e) = run_command(cargo(root).args(["build", "--quiet", "--workspace", "--bins"])) {
         // Fall through: running the binary then fails with a message that names it.
         eprintln!("{e:#}");
     }
-    std::process::Command::new(binary)
+    let mut labs = std::process::Command::new(binary);
+    // This kit, whatever labs would find on its own: it looks beside its binary first, and with
+    // CARGO_TARGET_DIR elsewhere that is another checkout's course, cohort and exercises.
+    labs.env("LABS_HOME", root);
+    labs
 }
 
 /// `labs check`'s exit codes (labs::Exit): xtask reads codes, never message text.
@@ -514,6 +610,39 @@ mod tests {
             }
         }
         s
+    }
+
+    /// A poll myth with a demonstration but no saved run gets one line with the recording
+    /// command PROVENANCE.md gives; a poll-only myth, or one with its run saved, gets none.
+    #[test]
+    fn a_poll_myth_without_a_saved_run_is_one_line_with_the_command_that_records_it() {
+        let kit = tempfile::tempdir().unwrap();
+        let frozen = crate::test_kit();
+        for file in ["course.toml", "cohort.toml"] {
+            std::fs::copy(frozen.join(file), kit.path().join(file)).unwrap();
+        }
+        let repo = crate::repo_root();
+        let saved = kit.path().join("fixtures/02-mythbusting/saved");
+        std::fs::create_dir_all(&saved).unwrap();
+        for file in ["myths.toml", "saved/PROVENANCE.md", "saved/async-commit-corrupts.txt"] {
+            let from = repo.join("fixtures/02-mythbusting").join(file);
+            std::fs::copy(from, kit.path().join("fixtures/02-mythbusting").join(file)).unwrap();
+        }
+        let settings = crate::load_settings(kit.path()).unwrap();
+        let mut cohort = settings.cohort.clone();
+        cohort.poll = vec!["async-commit-corrupts".into(), "update-less-wal".into(), "idle-slot-harmless".into()];
+        let lines = unsaved_poll_myths(kit.path(), &settings.course, &cohort).unwrap();
+        assert_eq!(
+            lines,
+            vec![
+                "poll myth 'update-less-wal' has a demonstration but no saved run \
+                 (fixtures/02-mythbusting/saved/update-less-wal.txt) to show if the live demo fails; record one: \
+                 `cargo labs --pg local run mythbusting --myth update-less-wal > \
+                 fixtures/02-mythbusting/saved/update-less-wal.txt`"
+            ]
+        );
+        cohort.skip = vec!["mythbusting".into()];
+        assert!(unsaved_poll_myths(kit.path(), &settings.course, &cohort).unwrap().is_empty(), "skipped: no poll");
     }
 
     #[test]

@@ -114,8 +114,8 @@ pub fn check_online(root: &Path) -> Result<()> {
     let found = collect(root)?;
     let mut failed = Vec::new();
     for (i, url) in found.keys().enumerate() {
-        let out = Command::new("curl")
-            .args([
+        let out = crate::children::output(
+            Command::new("curl").args([
                 "-sS",
                 "-o",
                 "/dev/null",
@@ -127,9 +127,10 @@ pub fn check_online(root: &Path) -> Result<()> {
                 "-w",
                 "%{http_code}",
                 url,
-            ])
-            .output()
-            .context("running curl (needed for the online link check)")?;
+            ]),
+            Some(std::time::Duration::from_secs(30)),
+        )
+        .context("running curl (needed for the online link check)")?;
         let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let ok = out.status.success() && code.starts_with(['2', '3']);
         println!(

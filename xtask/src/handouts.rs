@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use labs::course::{Course, Status};
+use labs::course::Course;
 use walkdir::WalkDir;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
@@ -21,10 +21,17 @@ pub fn run(root: &Path, out: Option<PathBuf>, profile: bundle::Profile) -> Resul
 
 pub fn build(root: &Path, out: &Path, profile: bundle::Profile) -> Result<()> {
     let course = load_course(root)?;
-    let cohort = crate::load_cohort(root, &course)?;
-    // Fixtures of activities this cohort does not run stay out of both bundles.
+    let cohort = crate::load_cohort(root)?;
+    // Fixtures and printable pages of activities this cohort does not run stay out of both bundles.
     let skipped: Vec<String> = course.activities.iter().filter(|a| !cohort.runs(&a.id)).map(|a| a.folder()).collect();
     let runs = |path: &Path| !path.components().any(|c| skipped.iter().any(|s| c.as_os_str() == s.as_str()));
+    for activity in course.activities.iter().filter(|a| !cohort.runs(&a.id)) {
+        println!(
+            "left out of both bundles: {}'s chapter, fixtures/{}/ and printable pages (cohort.toml skips it)",
+            activity.id,
+            activity.folder()
+        );
+    }
     let full = Edition::Full.default_out(root);
     let attendee = Edition::Attendee.default_out(root);
     book::build(root, Edition::Full, &full)?;
@@ -34,13 +41,9 @@ pub fn build(root: &Path, out: &Path, profile: bundle::Profile) -> Result<()> {
     if !fixtures.is_dir() {
         println!("warning: no fixtures/ directory; the handouts carry no fixtures");
     }
-    let how_to_run = how_to_run(&course);
+    let how_to_run = crate::how_to_run::render(root, &course, &cohort)?;
     // The printable pages of the activities that run, as PDFs for A4 and Letter.
-    let printables: Vec<&str> = browser::PRINTABLE
-        .iter()
-        .copied()
-        .filter(|page| !skipped.iter().any(|s| page.starts_with(s.as_str())))
-        .collect();
+    let (printables, _) = browser::printables_for(&course, &cohort);
 
     // The attendee bundle runs without a toolchain: labs itself and the kit it reads.
     let binary = bundle::labs_binary(root, profile)?;
@@ -235,57 +238,6 @@ fn run_sheet_page(course: &Course, cohort: &labs::course::Cohort) -> String {
     )
 }
 
-/// HOW-TO-RUN.md, from course.toml so the list of labs is the course's.
-fn how_to_run(course: &Course) -> String {
-    let mut text = format!(
-        "# How to run the labs: {title}\n\n\
-         The book is in `book/`: open `book/index.html` in a browser (it works offline, search included).\n\
-         Event logs and inputs for the labs are in `fixtures/`, one folder per activity.\n\n\
-         ## Before the day\n\n\
-         You need the course repository (your facilitator shares the link) and:\n\n\
-         - Rust, stable, from <https://rustup.rs>;\n\
-         - a PostgreSQL server for the labs, one of:\n\
-         \x20 - Docker (or Podman): the labs start a throwaway `{image}` container. Pull it while online: \
-         `docker pull {image}` (or run `cargo xtask prepare` in the repository);\n\
-         \x20 - PostgreSQL 15 server binaries (`initdb`, `pg_ctl`, `postgres`) on PATH or found by `pg_config`: \
-         add `--pg local` (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@15`);\n\
-         \x20 - a server you own: `export DATABASE_URL=postgres://me@localhost/postgres` and add `--pg url`. \
-         Labs that crash or restart the server need a container or local binaries.\n\n\
-         Then, in the repository:\n\n\
-         ```sh\n\
-         cargo labs doctor      # checks Rust, Docker, local binaries; says what to fix\n\
-         cargo labs list        # the labs of the day\n\
-         ```\n\n\
-         ## During the workshop\n\n\
-         ```sh\n\
-         cargo labs run <id>                 # runs an activity's lab and prints its report\n\
-         cargo labs check <id>               # checks your exercise; passes once it is solved\n\
-         cargo labs run <id> --pg local      # the same with local PostgreSQL binaries\n\
-         cargo labs run <id> --pg url        # the same on the server in DATABASE_URL\n\
-         ```\n\n\
-         `LABS_PG=local` (or `container`, `url`) sets the default for every command.\n\n\
-         ## The activities\n\n\
-         | # | Activity | Minutes | Lab | Command |\n\
-         |--:|----------|--------:|-----|---------|\n",
-        title = course.course.title,
-        image = labs::pg::DEFAULT_IMAGE,
-    );
-    for a in &course.activities {
-        let command = match a.status {
-            Status::Ready => format!("`cargo labs run {}`", a.id),
-            Status::Draft => "in preparation".to_string(),
-        };
-        text.push_str(&format!(
-            "| {} | {} | {} | {} | {command} |\n",
-            a.number,
-            a.title.replace('|', "\\|"),
-            a.minutes,
-            a.lab.replace('|', "\\|")
-        ));
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,16 +252,5 @@ mod tests {
         let rendered = r#"<div id="admonition-ask" class="admonition admonish-tip facilitator" role="note">"#;
         assert_eq!(facilitator_traces("attendee/book/01-log-sleuth/index.html", rendered).len(), 1);
         assert!(facilitator_traces("attendee/book/x.html", r#"<p class="facilitators-guide">"#).is_empty());
-    }
-
-    #[test]
-    fn how_to_run_lists_every_activity_with_its_command() {
-        let course = crate::test_course();
-        let text = how_to_run(&course);
-        for a in &course.activities {
-            assert!(text.contains(&a.lab.replace('|', "\\|")), "{}", a.id);
-            assert_eq!(text.contains(&format!("cargo labs run {}`", a.id)), a.status == Status::Ready, "{}", a.id);
-        }
-        assert!(text.contains("cargo labs doctor") && text.contains("--pg local") && text.contains("DATABASE_URL"));
     }
 }

@@ -102,11 +102,8 @@ pub fn resolve(page: &Path, url: &str) -> Result<Target, String> {
     let mut path = PathBuf::new();
     for component in page.parent().unwrap_or(Path::new("")).join(percent_decode(url)).components() {
         match component {
-            Component::ParentDir => {
-                if !path.pop() {
-                    return Err("points outside the book".into());
-                }
-            }
+            // The guard climbs one level; a `..` with nothing left to climb leaves the book.
+            Component::ParentDir if !path.pop() => return Err("points outside the book".into()),
             Component::Normal(c) => path.push(c),
             _ => {}
         }

@@ -2,16 +2,20 @@
 //! same on every machine (no shell scripts, no globally installed mdbook).
 //!
 //! One module per task. Every external program is started through [`run_command`] (or
-//! [`command_output`]), which echoes it first, so a failing step can be rerun by hand.
+//! [`command_output`]), which echoes it first, so a failing step can be rerun by hand, and gives
+//! it a time limit; `children` ends it (and xtask) on SIGINT, SIGTERM or SIGHUP.
 
 mod bench;
 mod book;
 mod browser;
 mod bundle;
 mod check;
+mod children;
 mod external_links;
 mod figures;
+mod fork_matrix;
 mod handouts;
+mod how_to_run;
 mod links;
 mod markdown;
 mod materials;
@@ -26,8 +30,9 @@ mod style;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use labs::course::Course;
 use labs::pg::Backend;
@@ -51,7 +56,7 @@ enum Task {
         out: Option<PathBuf>,
     },
     /// Build the labs and the book, serve the book on 127.0.0.1 and rebuild it when
-    /// book/, course.toml, fixtures/ or labs/tests/snapshots/ change.
+    /// book/, course.toml, cohort.toml, fixtures/, exercises/ or labs/tests/snapshots/ change.
     Serve {
         #[arg(long, default_value_t = 3000)]
         port: u16,
@@ -98,6 +103,17 @@ enum Task {
         #[arg(long)]
         save: bool,
     },
+    /// Runs one program as xtask runs every child: in a process group of its own, within a time
+    /// limit, ended (SIGTERM, then SIGKILL) when xtask gets SIGINT, SIGTERM or SIGHUP. For the
+    /// tests of that path (xtask/tests/interrupt.rs).
+    #[command(hide = true)]
+    RunChild {
+        /// Seconds before the program is ended as timed out.
+        #[arg(long, default_value_t = 600)]
+        limit: u64,
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        program: Vec<String>,
+    },
     /// Ahead of the workshop, while online: build everything and fetch the PostgreSQL image.
     Prepare {
         /// Build the PostgreSQL image from Debian's packages (.ci/postgres-image/build.sh)
@@ -122,6 +138,8 @@ fn links_task(root: &Path, update: bool, online: bool) -> Result<()> {
 }
 
 fn main() {
+    // First: from here on an interrupt ends what xtask started before xtask exits.
+    children::end_children_on_signals();
     book::install_logger();
     let cli = Cli::parse();
     let root = repo_root();
@@ -146,6 +164,9 @@ fn main() {
             Ok(false) => std::process::exit(1),
             Err(e) => Err(e),
         },
+        Task::RunChild { limit, program } => {
+            run_command_within(Command::new(&program[0]).args(&program[1..]), Duration::from_secs(limit))
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -177,7 +198,7 @@ pub fn load_bank(root: &Path) -> Result<labs::mythbusting::Bank> {
 }
 
 /// cohort.toml from disk, checked against the course and the myth bank.
-pub fn load_cohort(root: &Path, _course: &Course) -> Result<labs::course::Cohort> {
+pub fn load_cohort(root: &Path) -> Result<labs::course::Cohort> {
     load_bank(root)?;
     Ok(load_settings(root)?.cohort)
 }
@@ -207,10 +228,20 @@ pub fn cargo(root: &Path) -> Command {
     cmd
 }
 
-/// Runs a program with inherited output, echoing it first; fails if it does not succeed.
+/// How long a program xtask runs may take unless its caller says otherwise: far more than any
+/// lab or check needs, so only a hung one reaches it.
+pub const DEFAULT_LIMIT: Duration = minutes(30);
+
+/// Runs a program with inherited output, echoing it first; fails if it does not succeed or
+/// outlives [`DEFAULT_LIMIT`] (then it is ended: SIGTERM, then SIGKILL).
 pub fn run_command(cmd: &mut Command) -> Result<()> {
+    run_command_within(cmd, DEFAULT_LIMIT)
+}
+
+/// [`run_command`] with its own time limit.
+pub fn run_command_within(cmd: &mut Command, limit: Duration) -> Result<()> {
     println!("$ {}", describe(cmd));
-    let status = cmd.status().with_context(|| start_failure(cmd))?;
+    let status = children::run(cmd, Some(limit))?;
     if !status.success() {
         bail!("`{}` failed ({status})", describe(cmd));
     }
@@ -218,13 +249,15 @@ pub fn run_command(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs a program, echoing it first, and captures its output; the caller judges the exit status.
+/// Past [`DEFAULT_LIMIT`] it is ended and this fails.
 pub fn command_output(cmd: &mut Command) -> Result<Output> {
     println!("$ {}", describe(cmd));
-    cmd.output().with_context(|| start_failure(cmd))
+    children::output(cmd, Some(DEFAULT_LIMIT))
 }
 
-fn start_failure(cmd: &Command) -> String {
-    format!("could not start `{}`: is it installed and on PATH?", cmd.get_program().to_string_lossy())
+/// `n` minutes, for time limits.
+pub const fn minutes(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
 }
 
 /// The command as one would type it: explicit environment, program, arguments.
@@ -247,6 +280,15 @@ pub fn describe(cmd: &Command) -> String {
     });
     parts.extend(cmd.get_args().map(quote));
     parts.join(" ")
+}
+
+/// Where cargo puts what it builds for the kit at `root`: `CARGO_TARGET_DIR` when set (as in
+/// CI caches and shared build directories), else `target/`.
+pub fn cargo_target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
 }
 
 /// A path relative to the repository root, for messages.
@@ -382,6 +424,14 @@ pub fn test_course() -> Course {
 }
 
 /// A cohort that runs the test course's `long` variant in full (every activity).
+/// The frozen kit the labs' tests use (labs/tests/data/kit): course.toml and cohort.toml as
+/// shipped, never the repository's own, so an instructor's edit does not break xtask's tests.
+#[cfg(test)]
+pub fn test_kit() -> PathBuf {
+    repo_root().join("labs/tests/data/kit")
+}
+
+/// A cohort that runs the test course's core variant in full.
 #[cfg(test)]
 pub fn test_cohort() -> labs::course::Cohort {
     labs::course::Cohort {

@@ -128,6 +128,45 @@ fn splice(md: &str, edits: impl Iterator<Item = (Range<usize>, String)>) -> Stri
     out
 }
 
+/// A heading of a page: `## The lab` is level 2 with text "The lab".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heading {
+    pub level: usize,
+    pub text: String,
+    pub line: usize,
+}
+
+/// The page's headings in order, ATX or setext, as the renderer sees them: not those inside code
+/// blocks or admonitions, and with inline code kept as written (`` `labs check` ``).
+pub fn headings(md: &str) -> Vec<Heading> {
+    let mut found = Vec::new();
+    let mut open: Option<Heading> = None;
+    for (event, range) in parser(md).into_offset_iter() {
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => {
+                open = Some(Heading { level: level as usize, text: String::new(), line: line_of(md, range.start) })
+            }
+            Event::Text(t) => open.iter_mut().for_each(|h| h.text.push_str(&t)),
+            Event::Code(t) => open.iter_mut().for_each(|h| h.text.push_str(&format!("`{t}`"))),
+            Event::End(TagEnd::Heading(_)) => {
+                if let Some(mut heading) = open.take() {
+                    heading.text = heading.text.trim().to_string();
+                    found.push(heading);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Whether the page has at least one facilitator note (see [`is_facilitator_block`]).
+pub fn has_facilitator_block(md: &str) -> bool {
+    parser(md).any(|event| {
+        matches!(event, Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) if is_facilitator_block(&info))
+    })
+}
+
 /// A ```sql block to run, with the line of its opening fence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqlBlock {
@@ -324,6 +363,22 @@ Done.
             None => LinkEdit::Keep,
         });
         assert!(edited.starts_with("See [the **lab**](01-x/index.md#run) and [ref][r]."), "{edited}");
+    }
+
+    #[test]
+    fn headings_are_the_rendered_ones_with_level_and_line() {
+        let md = "# Title\n\n## The `labs` lab ##\n\n```markdown\n## Not a heading\n```\n\nSetext\n------\n\n\
+                  ```admonish note\n## Inside a note\n```\n\n### Deeper\n";
+        let found = headings(md);
+        let found: Vec<(usize, &str, usize)> = found.iter().map(|h| (h.level, h.text.as_str(), h.line)).collect();
+        assert_eq!(found, vec![(1, "Title", 1), (2, "The `labs` lab", 3), (2, "Setext", 9), (3, "Deeper", 16)]);
+    }
+
+    #[test]
+    fn a_facilitator_note_is_found_in_either_spelling_and_not_in_prose() {
+        assert!(has_facilitator_block(PAGE));
+        assert!(has_facilitator_block("Text.\n\n```admonish tip.facilitator\nAsk.\n```\n"));
+        assert!(!has_facilitator_block("Write `class=\"facilitator\"` on a note.\n\n```admonish tip\nAsk.\n```\n"));
     }
 
     #[test]

@@ -7,14 +7,14 @@ use anyhow::{bail, Result};
 use labs::pg::{find_local_binaries, DockerEngine, ProviderConfig};
 
 use crate::book::{self, Edition};
-use crate::{cargo, run_command};
+use crate::{cargo, minutes, run_command_within};
 
 /// The image `.ci/postgres-image/build.sh` builds from Debian's packages.
 const DEBIAN_IMAGE: &str = "labs-postgres:15-debian";
 
 pub fn run(root: &Path, image_from_debian: bool) -> Result<()> {
     // --all-targets: the tests' dependencies too, so `cargo xtask check` works offline.
-    run_command(cargo(root).args(["build", "--workspace", "--all-targets"]))?;
+    run_command_within(cargo(root).args(["build", "--workspace", "--all-targets"]), minutes(90))?;
     book::build(root, Edition::Full, &Edition::Full.default_out(root))?;
     println!("book: built into target/book");
 
@@ -38,8 +38,9 @@ pub fn run(root: &Path, image_from_debian: bool) -> Result<()> {
     };
 
     if image_from_debian {
-        run_command(
+        run_command_within(
             std::process::Command::new(root.join(".ci/postgres-image/build.sh")).arg(DEBIAN_IMAGE).current_dir(root),
+            minutes(30),
         )?;
         println!("postgres: {DEBIAN_IMAGE} is ready. Use it with: export LABS_PG_IMAGE={DEBIAN_IMAGE}");
         return Ok(());
@@ -48,7 +49,7 @@ pub fn run(root: &Path, image_from_debian: bool) -> Result<()> {
         println!("postgres: image {image} is present; the labs need no download.");
         return Ok(());
     }
-    if let Err(e) = run_command(std::process::Command::new("docker").args(["pull", &image])) {
+    if let Err(e) = run_command_within(std::process::Command::new("docker").args(["pull", &image]), minutes(30)) {
         bail!(
             "{e:#}\nCould not pull {image}. On machines without access to an image registry, build one from Debian's \
              packages with `sudo .ci/postgres-image/build.sh` (or `cargo xtask prepare --image-from-debian` as root), \

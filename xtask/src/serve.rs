@@ -12,15 +12,14 @@ use anyhow::{anyhow, Result};
 use walkdir::WalkDir;
 
 use crate::book::{self, Edition};
-use crate::{cargo, run_command};
+use crate::{cargo, minutes, run_command_within};
 
 pub fn run(root: &Path, port: u16) -> Result<()> {
-    run_command(cargo(root).args(["build", "-p", "labs"]))?;
+    run_command_within(cargo(root).args(["build", "-p", "labs"]), minutes(60))?;
     println!("The labs are ready: `cargo labs list` shows them, `cargo labs run <id>` runs one.");
 
     let out = Edition::Full.default_out(root);
-    let watched: Vec<PathBuf> =
-        ["book", "course.toml", "fixtures", "labs/tests/snapshots"].iter().map(|p| root.join(p)).collect();
+    let watched = watched(root);
     let mut seen = fingerprint(&watched);
     rebuild(root, &out, "built");
 
@@ -34,7 +33,10 @@ pub fn run(root: &Path, port: u16) -> Result<()> {
             let _ = request.respond(response);
         }
     });
-    println!("Serving the book at http://127.0.0.1:{port}/ ; rebuilding when book/, course.toml, fixtures/ or labs/tests/snapshots/ change. Ctrl-C stops.");
+    println!(
+        "Serving the book at http://127.0.0.1:{port}/ ; rebuilding when {} change. Ctrl-C stops.",
+        WATCHED.join(", ")
+    );
 
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -44,6 +46,15 @@ pub fn run(root: &Path, port: u16) -> Result<()> {
             rebuild(root, &out, "rebuilt");
         }
     }
+}
+
+/// What the book is built from, relative to the kit's root: its pages, the course and the cohort
+/// (run sheet, poll, skipped chapters), and the files its pages include (fixtures, snapshots,
+/// the exercises and their solutions).
+const WATCHED: [&str; 6] = ["book/", "course.toml", "cohort.toml", "fixtures/", "exercises/", "labs/tests/snapshots/"];
+
+fn watched(root: &Path) -> Vec<PathBuf> {
+    WATCHED.iter().map(|p| root.join(p.trim_end_matches('/'))).collect()
 }
 
 /// A build error is printed, not fatal: the author fixes the page and the next save rebuilds.
@@ -114,4 +125,32 @@ fn local_path(site: &Path, url: &str) -> Option<PathBuf> {
         file.push("index.html");
     }
     file.is_file().then_some(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An instructor's edit to cohort.toml, or an edited exercise the book includes, rebuilds the
+    /// book; a file the book does not read (target/) does not.
+    #[test]
+    fn cohort_and_exercise_edits_change_the_fingerprint() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("cohort.toml", "[cohort]\nvariant = \"core\"\n");
+        write("exercises/01-log-sleuth/poll.sql", "select 1;\n");
+        let files = watched(root.path());
+        let before = fingerprint(&files);
+        write("target/book/index.html", "built");
+        assert_eq!(fingerprint(&files), before, "output under target/ is not a source");
+        write("cohort.toml", "[cohort]\nvariant = \"half-day\"\n");
+        let after_cohort = fingerprint(&files);
+        assert_ne!(after_cohort, before, "a cohort.toml edit went unnoticed");
+        write("exercises/01-log-sleuth/poll.solution.sql", "select 2;\n");
+        assert_ne!(fingerprint(&files), after_cohort, "a new exercise file went unnoticed");
+    }
 }

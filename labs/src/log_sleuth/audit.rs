@@ -176,7 +176,7 @@ pub fn audit_file(path: &Path, mut progress: impl FnMut(u64)) -> Result<Audit, A
             break;
         }
         line_no += 1;
-        if line_no % 100_000 == 0 {
+        if line_no.is_multiple_of(100_000) {
             progress(line_no);
         }
         let text = trim_line_end(&buf);
@@ -223,7 +223,7 @@ pub fn audit_file(path: &Path, mut progress: impl FnMut(u64)) -> Result<Audit, A
     find_stream_anomalies(&mut records, &streams, &mut findings);
     drop(records);
     second_pass(path, &mut findings)?;
-    findings.sort_by(|a, b| (a.line, a.kind).cmp(&(b.line, b.kind)));
+    findings.sort_by_key(|f| (f.line, f.kind));
     Ok(Audit { file: path.to_path_buf(), lines: line_no, streams: streams.len(), findings })
 }
 

@@ -163,7 +163,7 @@ pub fn generate_sized(seed: u64, difficulty: Difficulty, payments: Option<usize>
             }
         }
     }
-    findings.sort_by(|a, b| (a.line, a.kind).cmp(&(b.line, b.kind)));
+    findings.sort_by_key(|f| (f.line, f.kind));
 
     let mut jsonl = String::with_capacity(events.len() * 260);
     for (e, position) in events.iter().zip(&positions) {

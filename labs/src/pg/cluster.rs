@@ -28,6 +28,7 @@ pub(super) const PASSWORD: &str = "labs";
 pub(super) const CONTAINER_ROOT: &str = "/var/lib/postgresql/labs";
 
 /// Where a backend runs PostgreSQL's tools.
+#[allow(clippy::large_enum_variant, reason = "one per server, never in a collection: boxing saves nothing")]
 pub(super) enum Host {
     /// This machine: a temporary directory, run as `run_as` when we are root.
     Local(LocalHost),

@@ -13,7 +13,7 @@
 //! - no overdraft rule, or no check that both accounts exist (`overdraft-rule`,
 //!   `unknown-account`);
 //!
-//! then tellers transfer at random, at once, and money must be kept (`concurrent-tellers`).
+//! Then tellers transfer at random, at once, and money must be kept (`concurrent-tellers`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

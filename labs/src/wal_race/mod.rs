@@ -68,6 +68,7 @@ fn seconds_per_point(text: &str) -> Result<f64, String> {
 /// What `labs run wal-race` prints: the strategies, or a race (run now, or saved).
 #[derive(Serialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant, reason = "one report per run: boxing saves nothing")]
 pub enum WalRaceReport {
     Strategies { strategies: Vec<StrategyInfo> },
     Race(RaceReport),
