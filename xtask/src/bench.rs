@@ -12,6 +12,11 @@
 //! - `labs run replay-clock`: wall time (target under 30 s) and each rebuild strategy's events/s.
 //! - `labs bench store`: the reference store's append shapes and readers as ratios to a plain
 //!   COPY, a plain INSERT and the position reader, plus WAL bytes per event (issue 3's targets).
+//! - Edit to verdict: `labs check log-sleuth` on an edited SQL file, fresh server included, local
+//!   and container (targets: under 5 s and under 10 s), for a failing and a passing file.
+//! - The attendee bundle: its size, the cold build of the release `labs`, and the time from an
+//!   unzipped bundle (image present, no toolchain on PATH) to the first lab's output (target:
+//!   under 1 minute).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -78,6 +83,40 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
             })),
         }
     }
+
+    // Edit to verdict (issue 12): the attendee saves poll.sql and runs `labs check log-sleuth`.
+    // No compiler: the check reads the file. Measured for the shipped (failing) exercise and for
+    // a solved one, each a freshly written file, fresh server included.
+    let edited = dir.join("edited");
+    std::fs::create_dir_all(&edited)?;
+    for (what, source, target) in [
+        ("failing", "exercises/01-log-sleuth/poll.sql", None),
+        ("passing", "exercises/01-log-sleuth/poll.solution.sql", Some(5.0)),
+    ] {
+        for backend in ["local", "container"] {
+            let file = edited.join(format!("poll-{what}.sql"));
+            let limit = target.map(|t: f64| if backend == "container" { t * 2.0 } else { t });
+            let samples: Result<Vec<Sample>> = (0..runs)
+                .map(|_| {
+                    std::fs::copy(root.join(source), &file)?;
+                    measure(labs().args(["check", "log-sleuth", "--file"]).arg(&file).args(["--pg", backend]))
+                })
+                .collect();
+            let name = format!("edit to verdict: labs check log-sleuth ({what} file) --pg {backend}");
+            results.push(match samples {
+                Ok(samples) => {
+                    let median = median(samples.iter().map(|s| s.wall)).as_secs_f64();
+                    match limit {
+                        Some(t) => serde_json::json!({ "benchmark": name, "median_seconds": median, "runs": runs, "target_seconds": t, "meets_target": median < t }),
+                        None => serde_json::json!({ "benchmark": name, "median_seconds": median, "runs": runs }),
+                    }
+                }
+                Err(e) => serde_json::json!({ "benchmark": name, "skipped": format!("{e:#}") }),
+            });
+        }
+    }
+
+    results.extend(attendee_bundle(root, &dir)?);
 
     // The live demos of activities 2, 5 and 7 (issue 5's target: each under 30 s, so they run in the
     // room), on both backends, fresh servers included. At most 3 runs each: about 5 minutes.
@@ -148,6 +187,12 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
                 _ => String::new(),
             };
             format!("{eps} events/s, {} B WAL/event{ratio}{target}", r["wal_bytes_per_event"])
+        } else if let Some(mb) = r.get("size_mb") {
+            format!(
+                "{:.1} MB (labs itself {:.1} MB)",
+                mb.as_f64().unwrap_or(0.0),
+                r["labs_binary_mb"].as_f64().unwrap_or(0.0)
+            )
         } else if let Some(eps) = r.get("rebuild_events_per_second") {
             format!("{eps} events/s")
         } else if let Some(lps) = r.get("lines_per_second") {
@@ -174,6 +219,57 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")?;
     println!("\nwritten to {}", crate::rel(root, &out));
     Ok(())
+}
+
+/// The attendee bundle (issue 12): the cold build time of the release `labs` (in a target
+/// directory of its own, emptied first), the bundle's size, and from the unzipped bundle to the
+/// first lab's output with no toolchain on PATH, on the container backend when the image is
+/// there, else local.
+fn attendee_bundle(root: &Path, dir: &Path) -> Result<Vec<serde_json::Value>> {
+    let mut results = Vec::new();
+    let cold = dir.join("cold-target");
+    let _ = std::fs::remove_dir_all(&cold);
+    let started = Instant::now();
+    run_command_within(
+        cargo(root)
+            .args(["build", "--release", "--quiet", "-p", "labs", "--bin", "labs"])
+            .env("CARGO_TARGET_DIR", &cold),
+        minutes(60),
+    )?;
+    results.push(serde_json::json!({
+        "benchmark": "cold build of the release labs binary (its own target directory)",
+        "median_seconds": started.elapsed().as_secs_f64(),
+        "runs": 1,
+    }));
+    let _ = std::fs::remove_dir_all(&cold);
+    let out = dir.join("handouts");
+    crate::handouts::build(root, &out, crate::bundle::Profile::Release)?;
+    let zip = out.join("attendee.zip");
+    let binary_bytes = std::fs::metadata(crate::cargo_target_dir(root).join("release/labs"))?.len();
+    results.push(serde_json::json!({
+        "benchmark": "attendee.zip (release labs inside)",
+        "size_mb": std::fs::metadata(&zip)?.len() as f64 / 1e6,
+        "labs_binary_mb": binary_bytes as f64 / 1e6,
+    }));
+    let settings = crate::load_settings(root)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let image = labs::pg::ProviderConfig::from_env(None)?.image;
+    let has_image = runtime.block_on(async {
+        match labs::pg::DockerEngine::detect().await {
+            Ok(engine) => engine.has_image(&image).await,
+            Err(_) => false,
+        }
+    });
+    let backend = if has_image { "container" } else { "local" };
+    let seconds = crate::bundle::attendee_bundle_runs(root, &zip, backend, &settings.course, &settings.cohort)?;
+    results.push(serde_json::json!({
+        "benchmark": format!("unzipped bundle to the first lab's output, no toolchain (--pg {backend})"),
+        "median_seconds": seconds,
+        "runs": 1,
+        "target_seconds": 60,
+        "meets_target": seconds < 60.0,
+    }));
+    Ok(results)
 }
 
 /// `labs run replay-clock --json` `runs` times: the lab's median wall time and, per strategy,
