@@ -6,8 +6,9 @@
 --
 -- SCHEMA, loaded as one script into a fresh database. Then the lab creates one partition per
 --   month, from four months ago to next month, named events_YYYY_MM (as a partition manager
---   such as pg_partman would), and adds the store's append_to_stream, read_all_after and
---   subscriptions table from labs/src/store/schema.sql, unchanged. It runs the checks of
+--   such as pg_partman would), and adds the store's store_clusters, store_check_cluster,
+--   lock_streams, append_to_stream, read_all_after and subscriptions from
+--   labs/src/store/schema.sql, unchanged. It runs the checks of
 --   `labs schema verify`, backfills four months of history by COPYing each month straight into
 --   its partition, and tries a retried event id and a second writer of one stream version,
 --   each in another month than the first.

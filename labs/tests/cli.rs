@@ -243,6 +243,8 @@ fn signal_lab_at_several_moments(
         if out.status.code() == Some(expected) {
             assert!(stderr(&out).contains("nothing of this run is left running"), "{}", stderr(&out));
         }
+        // Printed with the test's output if the check below fails: which moment left something.
+        println!("signal {signal} after {ms} ms: exit {:?}", out.status.code());
         check_clean(pid, tmp.path());
     }
 }

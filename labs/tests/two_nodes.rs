@@ -146,7 +146,7 @@ async fn the_template_fails_for_its_keys_and_its_archive_and_the_solution_passes
 
     let (report, _) = check_file(&exercise("exercises/09-two-nodes/retention.solution.sql")).await;
     assert!(report.passed, "the solution must pass:\n{report}");
-    assert_eq!(report.checks.len(), 20, "2 set-up checks, 9 of labs schema verify, 9 of the scenario:\n{report}");
+    assert_eq!(report.checks.len(), 21, "2 set-up checks, 10 of labs schema verify, 9 of the scenario:\n{report}");
 }
 
 /// Each plausible wrong answer fails the check its file names, on every run. One marked

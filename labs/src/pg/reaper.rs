@@ -53,8 +53,13 @@ pub(super) const OWNER_FILE: &str = "labs-owner";
 /// itself SIGKILLs children that ignore an immediate stop after 5 s.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `reap_all` looks for a container whose creation was under way when its start was
-/// abandoned: Docker may finish creating it after the request's future was dropped.
-const CREATION_GRACE: Duration = Duration::from_millis(1500);
+/// abandoned: Docker may finish creating it after the request's future was dropped, later on a
+/// loaded machine (1.5 s was seen to be too short on 2 busy cores).
+const CREATION_GRACE: Duration = Duration::from_secs(5);
+/// How long `reap_all` waits for a container to disappear from the engine's list once removed:
+/// a removal cut short by the signal goes on in the engine, and "nothing is left" must be true
+/// when the process says it.
+const REMOVAL_WAIT: Duration = Duration::from_secs(20);
 
 /// The process that owns a directory or container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -291,22 +296,47 @@ async fn reap_containers(registered: &[(u64, String)]) -> Result<Vec<String>, Pr
     let filter = format!("{CONTAINER_OWNER_LABEL}={}", Owner::this_process().pid);
     let mut lines = Vec::new();
     let mut found: Vec<String> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     let started = Instant::now();
     loop {
-        for container in engine.list_containers(&filter).await? {
+        let listed = engine.list_containers(&filter).await?;
+        if listed.is_empty() {
+            // Done once every registered server was seen (and is gone now), or when one whose
+            // creation may have been under way has had its grace.
+            let missing = registered.iter().any(|(_, server)| !found.contains(server));
+            if !missing || started.elapsed() >= CREATION_GRACE {
+                break;
+            }
+        } else if started.elapsed() >= REMOVAL_WAIT {
+            // Still listed: a removal the engine has not finished. Say so rather than claim
+            // that nothing is left.
+            for container in listed {
+                lines.push(format!(
+                    "container {} was still being removed after {} s",
+                    short_id(&container.id),
+                    REMOVAL_WAIT.as_secs()
+                ));
+            }
+            break;
+        }
+        for container in &listed {
             if let Some(server) = container.labels.get(CONTAINER_SERVER_LABEL) {
-                found.push(server.clone());
+                if !found.contains(server) {
+                    found.push(server.clone());
+                }
             }
             let short = short_id(&container.id);
             match engine.remove_container(&container.id).await {
                 Ok(true) => lines.push(format!("removed container {short} ({})", container.image)),
+                // Gone, or a removal already under way (a shutdown the signal cut short): the
+                // next listing tells when it is gone.
                 Ok(false) => {}
-                Err(e) => lines.push(format!("could not remove container {short}: {e}")),
+                Err(e) if !failed.contains(&container.id) => {
+                    failed.push(container.id.clone());
+                    lines.push(format!("could not remove container {short}: {e}"));
+                }
+                Err(_) => {}
             }
-        }
-        let missing = registered.iter().any(|(_, server)| !found.contains(server));
-        if !missing || started.elapsed() >= CREATION_GRACE {
-            break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

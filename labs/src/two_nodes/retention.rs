@@ -82,12 +82,17 @@ impl ExerciseParts {
     }
 }
 
-/// The store's contract as schema.sql writes it: `append_to_stream`, `read_all_after` and the
-/// `subscriptions` table, between their ANCHOR lines. The lab adds them after the attendee's
+/// What `store_contract_sql` adds, as messages name it.
+pub const STORE_CONTRACT_NAMES: &str =
+    "store_clusters, store_check_cluster, lock_streams, append_to_stream, read_all_after and subscriptions";
+
+/// The store's contract as schema.sql writes it: the cluster record (`store_clusters`,
+/// `store_check_cluster`), the order rule (`lock_streams`), `append_to_stream`, `read_all_after`
+/// and the `subscriptions` table, between their ANCHOR lines. The lab adds them after the attendee's
 /// table, unchanged, so the partitioned table is judged by the store's own functions.
 pub fn store_contract_sql() -> Result<String, LabError> {
     let mut sql = String::new();
-    for anchor in ["append", "read_all", "subscriptions"] {
+    for anchor in ["clusters", "order", "append", "read_all", "subscriptions"] {
         let start = format!("-- ANCHOR: {anchor}\n");
         let end = format!("-- ANCHOR_END: {anchor}");
         let text = crate::store::SCHEMA_SQL;
@@ -238,13 +243,13 @@ pub async fn set_up(
         let already = matches!(e.code().map(|c| c.code()), Some("42P07" | "42723"));
         return Ok(Err(SetupFailure::Contract(if already {
             format!(
-                "{}: the lab adds append_to_stream, read_all_after and subscriptions itself, from \
-                 labs/src/store/schema.sql; remove them from the SCHEMA part",
+                "{}: the lab adds {STORE_CONTRACT_NAMES} itself, from labs/src/store/schema.sql; \
+                 remove them from the SCHEMA part",
                 crate::store::server_message(&e)
             )
         } else {
             format!(
-                "the store's append_to_stream, read_all_after and subscriptions do not fit this events table: {}",
+                "the store's {STORE_CONTRACT_NAMES} do not fit this events table: {}",
                 crate::store::server_message(&e)
             )
         })));
