@@ -157,10 +157,10 @@ enum Bench {
     },
 }
 
-fn scale(text: &str) -> Result<f64, String> {
+fn scale(text: &str) -> Result<f64, LabError> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 100.0 => Ok(s),
-        _ => Err(format!("must be above 0 and at most 100, not {text}")),
+        _ => Err(LabError::Usage(format!("must be above 0 and at most 100, not {text}"))),
     }
 }
 

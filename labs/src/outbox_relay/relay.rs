@@ -287,33 +287,39 @@ async fn read_changes(client: &Client, slot: &str, consume: bool) -> Result<Chan
     Ok(Changes { messages, commit_lsn })
 }
 
-fn decoded_message(columns: &str) -> Result<Message, String> {
+/// What the relay could not read in a change test_decoding returned; the lab's error says it.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnreadableChange(String);
+
+fn decoded_message(columns: &str) -> Result<Message, UnreadableChange> {
     let values = parse_test_decoding_columns(columns)?;
-    let text = |name: &str| -> Result<&str, String> {
-        values.get(name).and_then(|v| v.as_deref()).ok_or_else(|| format!("no column {name}"))
+    let text = |name: &str| -> Result<&str, UnreadableChange> {
+        values.get(name).and_then(|v| v.as_deref()).ok_or_else(|| UnreadableChange(format!("no column {name}")))
     };
-    let number = |name: &str| -> Result<i64, String> {
-        text(name)?.parse().map_err(|_| format!("column {name} is not a number"))
+    let number = |name: &str| -> Result<i64, UnreadableChange> {
+        text(name)?.parse().map_err(|_| UnreadableChange(format!("column {name} is not a number")))
     };
     Ok(Message {
         id: number("id")?,
-        event_id: text("event_id")?.parse().map_err(|_| "event_id is not a uuid".to_string())?,
+        event_id: text("event_id")?.parse().map_err(|_| UnreadableChange("event_id is not a uuid".into()))?,
         stream: text("aggregate_id")?.to_string(),
         version: number("aggregate_version")?,
         event_type: text("type")?.to_string(),
-        payload: serde_json::from_str(text("payload")?).map_err(|e| format!("payload: {e}"))?,
+        payload: serde_json::from_str(text("payload")?).map_err(|e| UnreadableChange(format!("payload: {e}")))?,
     })
 }
 
 /// test_decoding's columns, `name[type]:value ...`, as name -> value (None for null). A value is
 /// either a quoted literal (`'it''s'`) or a bare word (numbers, booleans, `null`).
-pub fn parse_test_decoding_columns(text: &str) -> Result<BTreeMap<String, Option<String>>, String> {
+pub fn parse_test_decoding_columns(text: &str) -> Result<BTreeMap<String, Option<String>>, UnreadableChange> {
     let mut columns = BTreeMap::new();
     let mut rest = text.trim_start();
     while !rest.is_empty() {
-        let open = rest.find('[').ok_or_else(|| format!("expected name[type] at '{rest}'"))?;
+        let open = rest.find('[').ok_or_else(|| UnreadableChange(format!("expected name[type] at '{rest}'")))?;
         let name = rest[..open].to_string();
-        let close = rest[open..].find("]:").ok_or_else(|| format!("expected ]: after {name}"))? + open;
+        let close =
+            rest[open..].find("]:").ok_or_else(|| UnreadableChange(format!("expected ]: after {name}")))? + open;
         rest = &rest[close + 2..];
         let value = if let Some(quoted) = rest.strip_prefix('\'') {
             let mut value = String::new();
@@ -332,7 +338,7 @@ pub fn parse_test_decoding_columns(text: &str) -> Result<BTreeMap<String, Option
                     value.push(c);
                 }
             }
-            let end = end.ok_or_else(|| format!("unterminated value of {name}"))?;
+            let end = end.ok_or_else(|| UnreadableChange(format!("unterminated value of {name}")))?;
             rest = &quoted[end..];
             Some(value)
         } else {

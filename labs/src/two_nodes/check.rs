@@ -31,7 +31,9 @@ pub async fn check(server: &Server, file: &ExerciseFile) -> Result<CheckReport, 
     let report = |checks| CheckReport::new("two-nodes", file, checks, PASSED_MEANS);
     let parts = match ExerciseParts::parse(&file.sql, &file.shown) {
         Ok(parts) => parts,
-        Err(why) => return Ok(report(vec![Check::new("loads", format!("{} loads", file.shown), false, why)])),
+        Err(why) => {
+            return Ok(report(vec![Check::new("loads", format!("{} loads", file.shown), false, why.to_string())]))
+        }
     };
     let (outcome, verify) = match prepare_and_play(server, file, &parts).await? {
         Ok(played) => played,
@@ -125,14 +127,14 @@ pub fn judge(o: &Outcome, shown: &str) -> Vec<Check> {
     checks.push(Check::new(
         "position-in-partition",
         "a month of history COPied straight into its partition gets positions",
-        o.backfill_into_partitions.is_ok(),
-        match &o.backfill_into_partitions {
-            Ok(()) => format!(
+        o.backfill_into_partitions_refused.is_none(),
+        match &o.backfill_into_partitions_refused {
+            None => format!(
                 "{} months of {} events, each COPied into its own partition",
                 o.months.iter().filter(|m| m.offset < 0).count(),
                 retention::HISTORY_PER_MONTH
             ),
-            Err(why) => format!(
+            Some(why) => format!(
                 "{why}\nA backfill or a restore writes into the partition directly. Before PostgreSQL 17 an identity \
                  column on the parent numbers only rows inserted through the parent: give position a sequence as its \
                  DEFAULT, which every partition inherits."

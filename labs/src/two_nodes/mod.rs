@@ -114,7 +114,8 @@ pub async fn play(logical: &Server, standby: &mut Server, progress: impl Fn(&str
 /// Part A with the reference solution: the scenario, its verdicts, and the layouts compared.
 pub async fn partitions(server: &Server) -> Result<PartitionsReport, LabError> {
     let file = ExerciseFile { shown: SOLUTION_SHOWN.into(), path: SOLUTION_SHOWN.into(), sql: SOLUTION_SQL.into() };
-    let parts = retention::ExerciseParts::parse(SOLUTION_SQL, SOLUTION_SHOWN).map_err(LabError::Script)?;
+    let parts =
+        retention::ExerciseParts::parse(SOLUTION_SQL, SOLUTION_SHOWN).map_err(|e| LabError::Script(e.to_string()))?;
     let (outcome, verify) = match check::prepare_and_play(server, &file, &parts).await? {
         Ok(played) => played,
         Err(failed) => {

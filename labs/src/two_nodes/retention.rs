@@ -60,25 +60,25 @@ pub struct ExerciseParts {
 
 impl ExerciseParts {
     /// Splits `sql` at its `-- ==== ARCHIVE` line. `shown` names the file in errors.
-    pub fn parse(sql: &str, shown: &str) -> Result<ExerciseParts, String> {
+    pub fn parse(sql: &str, shown: &str) -> Result<ExerciseParts, LabError> {
         let mut offset = 0;
         for (index, line) in sql.split_inclusive('\n').enumerate() {
             if line.trim_start().starts_with(ARCHIVE_MARKER) {
                 let archive_text = &sql[offset + line.len()..];
                 let archive = script::split(archive_text, index + 2);
                 if archive.is_empty() {
-                    return Err(format!(
+                    return Err(LabError::Exercise(format!(
                         "{shown}:{}: the ARCHIVE part has no statement: write the statements that archive :\"partition\"",
                         index + 1
-                    ));
+                    )));
                 }
                 return Ok(ExerciseParts { schema: sql[..offset].to_string(), archive });
             }
             offset += line.len();
         }
-        Err(format!(
+        Err(LabError::Exercise(format!(
             "{shown}: no `{ARCHIVE_MARKER} ====` line: keep the two parts of the template (`labs exercises init` writes a fresh copy)"
-        ))
+        )))
     }
 }
 
@@ -432,8 +432,8 @@ pub struct Tally {
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     pub months: Vec<Month>,
-    /// The backfill's COPY straight into each month's partition: Err(the first refusal).
-    pub backfill_into_partitions: Result<(), String>,
+    /// The backfill's COPY straight into each month's partition: the first refusal, if any.
+    pub backfill_into_partitions_refused: Option<String>,
     /// An event id stored four months ago, sent again as the second event of an append to
     /// another stream, this month.
     pub id_in_another_month: Probe,
@@ -514,7 +514,7 @@ pub async fn play(
     // a backfill does. If the table cannot take that, through events instead, so the rest of
     // the scenario still runs.
     let past: Vec<&Month> = months.iter().filter(|m| m.offset < 0).collect();
-    let mut backfill_into_partitions = Ok(());
+    let mut backfill_into_partitions_refused = None;
     let mut history: Vec<Vec<EventKey>> = Vec::new();
     for (k, month) in past.iter().enumerate() {
         let mut lines = String::new();
@@ -533,10 +533,10 @@ pub async fn play(
         let columns = "(event_id, stream_id, version, type, data, recorded_at)";
         let direct = format!("COPY {} {columns} FROM STDIN", script::quote_identifier(&month.partition));
         let through_parent = format!("COPY events {columns} FROM STDIN");
-        let first_try = if backfill_into_partitions.is_ok() { &direct } else { &through_parent };
+        let first_try = if backfill_into_partitions_refused.is_none() { &direct } else { &through_parent };
         if let Err(e) = copy_in(&admin, first_try, &lines).await {
-            if backfill_into_partitions.is_ok() && first_try == &direct {
-                backfill_into_partitions = Err(format!("COPY into {}: {}", month.partition, verbatim(&e)));
+            if backfill_into_partitions_refused.is_none() && first_try == &direct {
+                backfill_into_partitions_refused = Some(format!("COPY into {}: {}", month.partition, verbatim(&e)));
                 copy_in(&admin, &through_parent, &lines)
                     .await
                     .map_err(LabError::db(format!("backfilling {} through events", month.partition)))?;
@@ -734,7 +734,7 @@ pub async fn play(
 
     Ok(Outcome {
         months,
-        backfill_into_partitions,
+        backfill_into_partitions_refused,
         id_in_another_month,
         version_in_another_month,
         archive,
@@ -859,9 +859,10 @@ mod tests {
 
     #[test]
     fn a_file_without_the_archive_line_says_what_to_do() {
-        let err = ExerciseParts::parse("CREATE TABLE events ();\n", "mine.sql").unwrap_err();
+        let err = ExerciseParts::parse("CREATE TABLE events ();\n", "mine.sql").unwrap_err().to_string();
         assert!(err.starts_with("mine.sql: no `-- ==== ARCHIVE ====` line"), "{err}");
-        let err = ExerciseParts::parse("SELECT 1;\n-- ==== ARCHIVE ====\n-- nothing\n", "mine.sql").unwrap_err();
+        let err =
+            ExerciseParts::parse("SELECT 1;\n-- ==== ARCHIVE ====\n-- nothing\n", "mine.sql").unwrap_err().to_string();
         assert!(err.starts_with("mine.sql:2: the ARCHIVE part has no statement"), "{err}");
     }
 

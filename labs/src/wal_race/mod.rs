@@ -58,10 +58,10 @@ pub struct RunArgs {
     pub list: bool,
 }
 
-fn seconds_per_point(text: &str) -> Result<f64, String> {
+fn seconds_per_point(text: &str) -> Result<f64, LabError> {
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 600.0 => Ok(s),
-        _ => Err(format!("must be a number of seconds above 0 and at most 600, not {text}")),
+        _ => Err(LabError::Usage(format!("must be a number of seconds above 0 and at most 600, not {text}"))),
     }
 }
 
