@@ -94,16 +94,12 @@ impl Cohort {
             toml::from_str::<CohortFile>(text).map_err(|e| SettingsError::parse("cohort.toml", text, &e))?.cohort;
         let at = |field: &str| field_line("cohort.toml", text, field);
         let mut problems = Vec::new();
-        let d: Vec<&str> = cohort.date.split('-').collect();
-        let date_ok = d.len() == 3
-            && d[0].len() == 4
-            && d[1].len() == 2
-            && d[2].len() == 2
-            && d.iter().all(|p| p.chars().all(|c| c.is_ascii_digit()))
-            && (1..=12).contains(&d[1].parse::<u32>().unwrap_or(0))
-            && (1..=31).contains(&d[2].parse::<u32>().unwrap_or(0));
-        if !date_ok {
-            problems.push(format!("{}: date = \"{}\" is not YYYY-MM-DD", at("date"), cohort.date));
+        if !is_calendar_date(&cohort.date) {
+            problems.push(format!(
+                "{}: date = \"{}\" is not a day of the calendar written YYYY-MM-DD",
+                at("date"),
+                cohort.date
+            ));
         }
         if cohort.variant != CORE && !course.variants.iter().any(|v| v.id == cohort.variant) {
             let ids: Vec<&str> = std::iter::once(CORE).chain(course.variants.iter().map(|v| v.id.as_str())).collect();
@@ -439,6 +435,26 @@ impl At {
 }
 
 /// `file:line` of the line that sets `field` (`field = ...`, comments skipped), or `file`.
+/// `YYYY-MM-DD` naming a day that exists (2027-02-29 and 2027-04-31 do not).
+fn is_calendar_date(text: &str) -> bool {
+    let d: Vec<&str> = text.split('-').collect();
+    let widths_ok = d.len() == 3 && d[0].len() == 4 && d[1].len() == 2 && d[2].len() == 2;
+    if !widths_ok || !d.iter().all(|p| p.chars().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    let numbers: Vec<u32> = d.iter().filter_map(|p| p.parse().ok()).collect();
+    let [year, month, day] = numbers[..] else { return false };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
 fn field_line(file: &str, text: &str, field: &str) -> String {
     let sets =
         |line: &str| line.trim_start().strip_prefix(field).is_some_and(|rest| rest.trim_start().starts_with('='));
@@ -916,13 +932,34 @@ mod tests {
             "[cohort]\ntitle = \"x\"\ndate = \"27/11/2026\"\nvariant = \"weekend\"\npoll = []\nskip = [\"juggling\"]\n\
                    core = [\"juggling\", \"outbox-relay\", \"outage\", \"outage\"]\n";
         let err = Cohort::parse(bad, &course).unwrap_err().to_string();
-        assert!(err.contains("date = \"27/11/2026\" is not YYYY-MM-DD"), "{err}");
+        assert!(err.contains("date = \"27/11/2026\" is not a day of the calendar written YYYY-MM-DD"), "{err}");
         assert!(err.contains("variant = \"weekend\" is not one of: core, half-day"), "{err}");
         assert!(err.contains("skip names unknown activity 'juggling'"), "{err}");
         assert!(err.contains("poll is empty"), "{err}");
         assert!(err.contains("cohort.toml:7: core: unknown activity 'juggling'"), "{err}");
         assert!(err.contains("core: 'outbox-relay' is a draft"), "{err}");
         assert!(err.contains("core: 'outage' is listed twice"), "{err}");
+    }
+
+    #[test]
+    fn each_problem_names_its_file_once() {
+        let course = shipped();
+        let text = COHORT_TOML.replace("variant = \"core\"", "variant = \"weekend\"");
+        let err = Cohort::parse(&text, &course).unwrap_err().to_string();
+        assert!(err.starts_with("cohort.toml:") && !err.contains("cohort.toml: cohort.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_date_must_name_a_day_that_exists() {
+        for good in ["2026-12-01", "2028-02-29", "2000-02-29", "2027-04-30"] {
+            assert!(is_calendar_date(good), "{good}");
+        }
+        for bad in ["2027-02-29", "1900-02-29", "2027-02-31", "2027-04-31", "2027-13-01", "2027-00-10", "2027-01-00"] {
+            assert!(!is_calendar_date(bad), "{bad}");
+        }
+        for bad in ["27/11/2026", "2027-1-05", "+027-01-05", "2027-01-05 ", ""] {
+            assert!(!is_calendar_date(bad), "{bad:?}");
+        }
     }
 
     #[test]

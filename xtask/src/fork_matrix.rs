@@ -109,6 +109,11 @@ pub fn forks(course: &Course, shipped: &Cohort, myth_ids: &[String]) -> (Vec<For
         "date",
         Cohort { date: "2027-13-40".into(), ..shipped.clone() },
     ));
+    forks.push(invalid(
+        "a day that does not exist (2027-02-29)",
+        "date",
+        Cohort { date: "2027-02-29".into(), ..shipped.clone() },
+    ));
     forks.push(invalid("an unknown variant", "variant", Cohort { variant: "full-week".into(), ..shipped.clone() }));
     (forks, notes)
 }
