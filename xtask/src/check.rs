@@ -392,9 +392,11 @@ fn provider_tests_on_18(root: &Path) -> Result<Outcome> {
         }
         return Ok(Outcome::Skipped(format!("no PostgreSQL 18 in {PG18_BIN} (see .ci/run)")));
     }
+    // --workspace, not -p labs: the feature set of the test step above, so nothing is rebuilt
+    // (-p labs resolved tokio's and others' features anew and recompiled a hundred crates).
     run_command(
         cargo(root)
-            .args(["test", "-p", "labs", "--test", "pg_provider", "--", "--skip", "container"])
+            .args(["test", "--workspace", "--test", "pg_provider", "--", "--skip", "container"])
             .env("LABS_PG_BIN", PG18_BIN)
             .env("RUST_TEST_THREADS", "2"),
     )?;
