@@ -325,7 +325,7 @@ mod tests {
             ]
         );
         let fields: Vec<&str> = forks.iter().filter_map(|f| f.fails_on).collect();
-        assert_eq!(fields, vec!["poll", "skip", "date", "variant"]);
+        assert_eq!(fields, vec!["poll", "skip", "date", "date", "variant"]);
     }
 
     /// Each bad cohort is refused with a line naming cohort.toml and the field; the good ones
