@@ -89,9 +89,10 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
     // a solved one, each a freshly written file, fresh server included.
     let edited = dir.join("edited");
     std::fs::create_dir_all(&edited)?;
-    for (what, source, target) in [
-        ("failing", "exercises/01-log-sleuth/poll.sql", None),
-        ("passing", "exercises/01-log-sleuth/poll.solution.sql", Some(5.0)),
+    // The shipped file fails the check (exit 1); the solution passes (exit 0).
+    for (what, source, target, exit) in [
+        ("failing", "exercises/01-log-sleuth/poll.sql", None, 1),
+        ("passing", "exercises/01-log-sleuth/poll.solution.sql", Some(5.0), 0),
     ] {
         for backend in ["local", "container"] {
             let file = edited.join(format!("poll-{what}.sql"));
@@ -99,7 +100,10 @@ pub fn run(root: &Path, runs: usize) -> Result<()> {
             let samples: Result<Vec<Sample>> = (0..runs)
                 .map(|_| {
                     std::fs::copy(root.join(source), &file)?;
-                    measure(labs().args(["check", "log-sleuth", "--file"]).arg(&file).args(["--pg", backend]))
+                    measure_expecting(
+                        labs().args(["check", "log-sleuth", "--file"]).arg(&file).args(["--pg", backend]),
+                        exit,
+                    )
                 })
                 .collect();
             let name = format!("edit to verdict: labs check log-sleuth ({what} file) --pg {backend}");
@@ -319,6 +323,12 @@ struct Sample {
 
 /// Runs a command to completion with its output discarded; wall time and the child's own peak RSS.
 fn measure(cmd: &mut Command) -> Result<Sample> {
+    measure_expecting(cmd, 0)
+}
+
+/// Times `cmd`, which must exit with `expected` (1 for a check that must fail: its verdict is
+/// what is timed, not an error).
+fn measure_expecting(cmd: &mut Command, expected: i32) -> Result<Sample> {
     println!("$ {}", describe(cmd));
     let started = Instant::now();
     // stderr goes to a file, not a pipe: a pipe nobody reads during the run could fill and block it.
@@ -336,8 +346,8 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
     let wall = started.elapsed();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let _ = std::fs::remove_file(&stderr_path);
-    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("`{}` failed: {}", describe(cmd), stderr.trim());
+    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != expected {
+        bail!("`{}` did not exit with {expected}: {}", describe(cmd), stderr.trim());
     }
     Ok(Sample { wall, max_rss_kib: usage.ru_maxrss })
 }
