@@ -46,7 +46,8 @@ pub enum SettingsError {
     #[error("{file}:{line}:{column}: {message}")]
     Parse { file: String, line: usize, column: usize, message: String },
     /// The file parses but does not add up; each problem names its field (and line when found).
-    #[error("{}", located(file, problems))]
+    /// Each problem starts with its `file:line` (or the file), as the parser that found it wrote it.
+    #[error("{}", problems.join("\n  "))]
     Invalid { file: String, problems: Vec<String> },
     #[error("{}: {message}", path.display())]
     Read { path: PathBuf, message: String },
@@ -54,14 +55,6 @@ pub enum SettingsError {
     BadHome(PathBuf),
     #[error("{0} is neither in the kit directory nor built into labs")]
     Missing(String),
-}
-
-/// One problem per line, each starting with the file (once: a problem that already names its
-/// `file:line` keeps it).
-fn located(file: &str, problems: &[String]) -> String {
-    let lines: Vec<String> =
-        problems.iter().map(|p| if p.starts_with(file) { p.clone() } else { format!("{file}: {p}") }).collect();
-    lines.join("\n  ")
 }
 
 impl SettingsError {

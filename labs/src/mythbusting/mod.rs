@@ -195,6 +195,7 @@ impl Bank {
         if problems.is_empty() {
             Ok(bank)
         } else {
+            let problems = problems.into_iter().map(|p| format!("{BANK_FILE}: {p}")).collect();
             Err(SettingsError::Invalid { file: BANK_FILE.into(), problems })
         }
     }
